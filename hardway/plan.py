@@ -1,0 +1,56 @@
+"""The node file plan: what one node (or the operator's workstation) receives.
+
+Every stage after rendering reads these values and nothing else: the bundle writer, install.sh,
+INSTALL.md, `plan`, `check` and the lab. Paths are absolute paths on the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WORKSTATION = "workstation"
+
+# Modes by kind of file: secrets are readable by root only.
+MODE_SECRET = 0o600
+MODE_PUBLIC = 0o644
+MODE_EXEC = 0o755
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str  # absolute, on the node: /etc/systemd/system/etcd.service
+    mode: int
+    data: bytes
+    purpose: str  # one line for INSTALL.md and `plan`
+    source: str = ""  # the catalog entry or template it came from
+
+    @property
+    def secret(self) -> bool:
+        return self.mode & 0o077 == 0
+
+
+@dataclass(frozen=True)
+class PlannedDir:
+    path: str
+    mode: int
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    node: str  # a node name, or WORKSTATION
+    roles: frozenset[str]
+    files: tuple[PlannedFile, ...]  # sorted by path, paths unique
+    directories: tuple[PlannedDir, ...] = ()  # created by install.sh (e.g. /var/lib/etcd 0700)
+    units: tuple[str, ...] = ()  # systemd units to enable and start, in dependency order
+    notes: dict = field(default_factory=dict, compare=False)  # extra facts for INSTALL.md (routes, hosts lines)
+
+    def file(self, path: str) -> PlannedFile:
+        for f in self.files:
+            if f.path == path:
+                return f
+        raise KeyError(path)
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return frozenset(f.path for f in self.files)

@@ -1,0 +1,156 @@
+"""The task surface: `inv <task>` in a checkout, `hardway <task>` anywhere.
+
+Each task parses its flags, loads the spec, calls one function of the package and turns a
+HardwayError into a message and an exit code. Nothing else belongs here.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from . import resources, spec
+from .errors import HardwayError
+from .output import console, err_console
+
+SPEC_HELP = "cluster spec to read (default: ./cluster.yaml, else the built-in kthw example)"
+OUT_HELP = "output directory (default: ./out); the PKI store is <out>/pki"
+DEFAULT_SPEC = "cluster.yaml"
+DEFAULT_OUT = "out"
+
+
+def _spec_path(spec_arg: str | None) -> Path:
+    if spec_arg:
+        return Path(spec_arg)
+    if Path(DEFAULT_SPEC).exists():
+        return Path(DEFAULT_SPEC)
+    builtin = resources.example_path("kthw")
+    err_console.print(f"[dim]no ./{DEFAULT_SPEC} here: using the built-in example kthw ({builtin})[/]")
+    return builtin
+
+
+def _load(spec_arg: str | None) -> spec.Cluster:
+    cluster = spec.load(_spec_path(spec_arg))
+    for w in cluster.warnings:
+        err_console.print(f"[yellow]warning:[/] {w}")
+    return cluster
+
+
+def _fail(e: HardwayError) -> Exit:
+    return Exit(f"error: {e}" if "\n" not in str(e) else f"error:\n{e}", code=e.exit_code)
+
+
+def _run(fn, *args, **kwargs) -> None:
+    """Call a stage; a HardwayError becomes a message and a non-zero exit, never a traceback."""
+    try:
+        code = fn(*args, **kwargs)
+    except HardwayError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+    if code:
+        raise Exit(code=code)
+
+
+@task(help={"example": "which example to start from: " + ", ".join(resources.example_names()),
+            "spec": "where to write it (default: ./cluster.yaml)",
+            "force": "overwrite an existing file"})
+def init(c, example="kthw", spec=None, force=False):
+    """Write a starter cluster.yaml from one of the built-in examples."""
+    names = resources.example_names()
+    if example not in names:
+        raise Exit(f"error: no example {example!r}; choose one of {', '.join(names)}", code=2)
+    target = Path(spec or DEFAULT_SPEC)
+    if target.exists() and not force:
+        raise Exit(f"error: {target} exists; pass --force to overwrite it", code=1)
+    target.write_text(resources.example_path(example).read_text())
+    console.print(f"wrote {target} from the {example} example; next: `hardway validate --spec {target}`")
+
+
+@task(help={"spec": SPEC_HELP})
+def validate(c, spec=None):
+    """Check the cluster spec and print what it describes. Writes nothing."""
+    def run():
+        from .summary import print_summary
+        print_summary(_load(spec))
+    _run(run)
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP})
+def plan(c, spec=None, out=DEFAULT_OUT):
+    """Show what `pki` and `bundle` would create, keep, change or remove, and why. Writes nothing."""
+    from .commands import run_plan
+    _run(lambda: run_plan(_load(spec), Path(out)))
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "import-ca": "adopt an existing CA: NAME=CERT,KEY with NAME one of ca, etcd-ca, front-proxy-ca (repeatable)"},
+      iterable=["import_ca"])
+def pki(c, spec=None, out=DEFAULT_OUT, import_ca=None):
+    """Create or reconcile the PKI store (<out>/pki): CAs, every certificate and key, the secrets."""
+    from .commands import run_pki
+    _run(lambda: run_pki(_load(spec), Path(out), import_ca=list(import_ca or [])))
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP})
+def kubeconfigs(c, spec=None, out=DEFAULT_OUT):
+    """Write one kubeconfig per identity to <out>/kubeconfigs (runs `pki` first)."""
+    from .commands import run_kubeconfigs
+    _run(lambda: run_kubeconfigs(_load(spec), Path(out)))
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP})
+def units(c, spec=None, out=DEFAULT_OUT):
+    """Render every node's units and configs into <out>/nodes/<node>/ for review (runs `pki` first)."""
+    from .commands import run_units
+    _run(lambda: run_units(_load(spec), Path(out)))
+
+
+@task(default=True, help={"spec": SPEC_HELP, "out": OUT_HELP})
+def bundle(c, spec=None, out=DEFAULT_OUT):
+    """Everything: reconcile the PKI, render, and write one bundle per node to <out>/bundles/."""
+    from .commands import run_bundle
+    _run(lambda: run_bundle(_load(spec), Path(out)))
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
+def check(c, spec=None, out=DEFAULT_OUT, json=False):
+    """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
+    from .commands import run_check
+    _run(lambda: run_check(_load(spec), Path(out), as_json=json))
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "entry": "renew only this catalog entry (e.g. kube-apiserver)",
+            "node": "renew only this node's certificates",
+            "rotate-keys": "issue new keys too (default: keep each key)"})
+def renew(c, spec=None, out=DEFAULT_OUT, entry=None, node=None, rotate_keys=False):
+    """Re-issue leaf certificates with the same identity. CAs are reported, never renewed."""
+    from .commands import run_renew
+    _run(lambda: run_renew(_load(spec), Path(out), entry=entry, node=node, rotate_keys=rotate_keys))
+
+
+@task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
+            "yes": "confirm --pki without asking"})
+def clean(c, out=DEFAULT_OUT, pki=False, yes=False):
+    """Remove generated output. The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
+    root = Path(out)
+    if not root.exists():
+        console.print(f"nothing to clean: {root} does not exist")
+        return
+    if pki and not yes:
+        raise Exit(f"error: --pki deletes {root / 'pki'} (the CAs and the encryption key of any cluster built "
+                   "from it); add --yes to confirm", code=1)
+    for child in sorted(root.iterdir()):
+        if child.name == "pki" and not pki:
+            console.print(f"kept {child} (the PKI store; `clean --pki --yes` removes it)")
+            continue
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+        console.print(f"removed {child}")
+
+
+ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, renew, clean)
+
