@@ -1,5 +1,8 @@
 """The `hardway` console command: the same tasks as `inv` in a checkout, installed with the wheel."""
 
+import os
+import sys
+
 from invoke import Program
 
 from . import __version__
@@ -9,4 +12,15 @@ program = Program(namespace=ns, version=__version__, name="hardway", binary="har
 
 
 def main() -> None:
-    program.run()
+    try:
+        program.run()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `hardway --list | head`: the reader left; say nothing more, as other Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,9 @@
-"""Where the data directories live: beside the package in a checkout, inside it in a wheel."""
+"""Where the data directories live: inside the package in a wheel, beside it in a checkout."""
 
 from functools import cache
 from pathlib import Path
+
+from .errors import HardwayError
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -9,10 +11,16 @@ _PACKAGE = Path(__file__).resolve().parent
 @cache
 def data_dir(name: str) -> Path:
     """The `pki`, `units` or `examples` directory."""
-    for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
+    candidates = [_PACKAGE / "_data" / name]
+    # Beside the package only in a checkout: an installed package's parent is site-packages, where
+    # another distribution's stray top-level `examples/` must not be mistaken for ours.
+    if (_PACKAGE.parent / "pyproject.toml").is_file():
+        candidates.append(_PACKAGE.parent / name)
+    for candidate in candidates:
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"hardway is installed without its {name}/ directory")
+    raise HardwayError(f"hardway is installed without its {name}/ directory (looked in "
+                       f"{', '.join(str(c) for c in candidates)}); reinstall it")
 
 
 def example_names() -> list[str]:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .durations import parse_duration
 from .errors import SpecError
-from .versions import DEFAULT_VERSION, KubernetesVersion, parse_version
+from .versions import DEFAULT_VERSION, SUPPORTED_MINORS, KubernetesVersion, parse_version
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -32,6 +32,8 @@ ROLES = ("controller", "worker", "loadbalancer")
 WORKSTATION = "workstation"  # the operator's bundle; not a node name
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 ENCRYPTION_PROVIDERS = ("secretbox", "aescbc", "aesgcm")
+# kube-controller-manager's --node-cidr-mask-size-ipv4/-ipv6 defaults.
+DEFAULT_NODE_POD_CIDR_SIZE = {4: 24, 6: 64}
 # kube-apiserver refuses a service range with more host bits than this (validateMaxCIDRRange).
 MAX_SERVICE_HOST_BITS = 20
 
@@ -48,7 +50,7 @@ class _Model(BaseModel):
 
 class NetworkSpec(_Model):
     podCIDR: str = "10.200.0.0/16"
-    nodePodCIDRSize: int = 24
+    nodePodCIDRSize: int | None = None  # 24 for IPv4, 64 for IPv6
     serviceCIDR: str = "10.32.0.0/24"
     clusterDomain: str = "cluster.local"
     clusterDNS: str | None = None
@@ -204,65 +206,119 @@ def load(path: str | Path) -> Cluster:
 
 def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        tree, data = _parse_yaml(text)
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise SpecError(source, [f"{where}YAML syntax error: {problem}"]) from None
+        raise SpecError(source, [_yaml_syntax_problem(e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(source, [f"YAML error: {e}"]) from None
     if data is None:
-        raise SpecError(source, ["the file is empty; it needs at least `name` and `nodes` (see `hardway init`)"])
+        raise SpecError(source, ["the file is empty; it needs at least `name` and `nodes` (`hardway init` writes a starter file)"])
     if not isinstance(data, dict):
-        raise SpecError(source, [f"the file must be a mapping of keys (name, nodes, ...), not a {_yaml_kind(data)}"])
-    lines = _line_numbers(tree)
+        raise SpecError(source, [f"the file must be a mapping of keys (name, nodes, ...), not {_kind(data)}"])
+    scan = _Scan(tree)
+    problems = [f"line {line}: {_path(loc)}: duplicate key; the first is on line {first}, and YAML would silently keep only the last; remove one"
+                for loc, first, line in scan.duplicates]
     try:
         spec = ClusterSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(source, [_at(lines, loc) + msg for loc, msg in _shape_problems(e)]) from None
-    problems: list[tuple[tuple, str]] = []
-    cluster = _build(spec, problems, source)
+        problems += [scan.at(loc) + msg for loc, msg in _shape_problems(e, scan.raw)]
     if problems:
-        raise SpecError(source, [_at(lines, loc) + msg for loc, msg in problems])
+        raise SpecError(source, problems)
+    sink: list[tuple[tuple, str]] = []
+    cluster = _build(spec, sink, source)
+    if sink:
+        raise SpecError(source, [scan.at(loc) + msg for loc, msg in sink])
     return cluster
 
 
-def _yaml_kind(value: Any) -> str:
-    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), type(value).__name__)
+def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data built from it, in one pass of the parser
+    (libyaml's when available: the 1000-worker example parses in a tenth of the time)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    try:
+        tree = loader.get_single_node()
+        return tree, (loader.construct_document(tree) if tree is not None else None)
+    finally:
+        loader.dispose()
 
 
-def _line_numbers(node: yaml.Node | None, path: tuple = ()) -> dict[tuple, int]:
-    """Map each field path to the line it starts on, to point the user at it."""
-    found: dict[tuple, int] = {}
-    if node is None:
-        return found
-    found[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            sub = path + (key.value,)
-            found.update(_line_numbers(value, sub))
-            found[sub] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found.update(_line_numbers(item, path + (i,)))
-    return found
+def _yaml_syntax_problem(e: yaml.MarkedYAMLError) -> str:
+    mark = e.problem_mark or e.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = e.problem or "cannot parse it"
+    context = ""
+    if e.context and "single document" in e.context:
+        problem, context = "a second YAML document ('---'); a cluster spec is one document", ""
+    elif e.context:
+        context = f" ({e.context}"
+        if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
+            context += f" that starts on line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
+        context += ")"
+    return f"{where}YAML syntax error: {problem}{context}"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"  # dates and timestamps
+
+
+class _Scan:
+    """What the parsed data forgets: the line of each field, the text as written, duplicate keys."""
+
+    def __init__(self, tree: yaml.Node | None):
+        self.lines: dict[tuple, int] = {}
+        self.raw: dict[tuple, str] = {}
+        self.duplicates: list[tuple[tuple, int, int]] = []
+        self._walk(tree, (), set())
+
+    def _walk(self, node: yaml.Node | None, path: tuple, seen: set[int]) -> None:
+        if node is None or id(node) in seen:  # an alias may point back at its parent
+            return
+        seen = seen | {id(node)}
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.ScalarNode):
+            self.raw[path] = node.value
+        elif isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                sub = path + (key.value,)
+                line = key.start_mark.line + 1
+                if key.value in first:
+                    self.duplicates.append((sub, first[key.value], line))
+                    continue
+                first[key.value] = line
+                self._walk(value, sub, seen)
+                self.lines[sub] = line
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, path + (i,), seen)
+
+    def at(self, loc: tuple) -> str:
+        """'line N: ' of the field, or of the nearest enclosing one that is in the file."""
+        loc = tuple(loc)
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return f"line {self.lines[loc]}: " if loc else ""
 
 
 def _path(loc: Iterable) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _at(lines: dict[tuple, int], loc: tuple) -> str:
-    loc = tuple(loc)
-    while loc and loc not in lines:
-        loc = loc[:-1]
-    line = lines.get(loc)
-    return f"line {line}: " if line and loc else ""
+    return out or "the top level of the file"
 
 
 def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -270,39 +326,89 @@ def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        annotation = model.model_fields[part].annotation
+        field_info = model.model_fields.get(part)
+        annotation = field_info.annotation if field_info else None
         args = getattr(annotation, "__args__", ()) or (annotation,)
-        model = next(a for a in args if isinstance(a, type) and issubclass(a, BaseModel))
+        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
     return list(model.model_fields)
 
 
-def _shape_problems(error: ValidationError) -> Iterator[tuple[tuple, str]]:
+def _required(loc: tuple) -> str:
+    """What a required field holds, for "missing" and "empty" messages."""
+    if loc == ("name",):
+        return ": the cluster's name, a DNS-1123 label such as kubernetes-the-hard-way"
+    return {
+        "name": ": the node's name, a DNS-1123 label such as node-0",
+        "nodes": ": the machines, each with name, address and roles; at least one controller",
+        "address": ": the node's IPv4 or IPv6 address",
+        "roles": ": one or more of " + ", ".join(ROLES) + ", e.g. [worker]",
+    }.get(str(loc[-1]) if loc else "", "")
+
+
+_STRING_EXAMPLES = {"caValidity": "10y", "certValidity": "1y", "keyAlgorithm": "ECDSA-P256", "provider": "secretbox"}
+
+
+def _got(loc: tuple, value: Any, raw: dict[tuple, str]) -> str:
+    """The bad value as the user wrote it, and what YAML made of it when that is the surprise."""
+    if isinstance(value, (dict, list)) or value is None:
+        return _kind(value)
+    text = raw.get(loc)
+    if isinstance(value, str) or text is None:
+        shown = repr(value)
+        return shown if len(shown) <= 80 else shown[:77] + "..."
+    return f"{text}, which YAML reads as {_kind(value)}"
+
+
+def _shape_problems(error: ValidationError, raw: dict[tuple, str]) -> Iterator[tuple[tuple, str]]:
     for e in error.errors():
         loc = tuple(e["loc"])
         kind = e["type"]
+        value = e.get("input")
+        key = str(loc[-1]) if loc else ""
+        path = _path(loc)
+        got = _got(loc, value, raw)
         if kind == "extra_forbidden":
             valid = _fields_of(ClusterSpec, loc)
-            close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
             hint = f"did you mean '{close[0]}'? " if close else ""
-            yield loc, f"{_path(loc)}: unknown key '{loc[-1]}'; {hint}allowed here: {', '.join(valid)}"
+            yield loc, f"{path}: unknown key '{key}'; {hint}allowed here: {', '.join(valid)}"
         elif kind == "missing":
-            yield loc, f"{_path(loc)}: required, and missing"
+            yield loc, f"{path}: missing, and required{_required(loc)}"
+        elif loc == ("kubernetesVersion",) and kind == "string_type" and isinstance(value, (int, float)):
+            yield loc, (f"{path}: got {got}; write the full release version, e.g. kubernetesVersion: {DEFAULT_VERSION} "
+                        f"(supported minors: {', '.join(SUPPORTED_MINORS)})")
+        elif value is None and kind in ("string_type", "int_type", "list_type", "model_type", "dict_type"):
+            what = {"string_type": "a string", "int_type": "a whole number", "list_type": "a list"}.get(kind)
+            what = what or f"a mapping with the keys {', '.join(_fields_of(ClusterSpec, loc + ('x',)))}"
+            yield loc, f"{path}: is empty; it must be {what}{_required(loc)}"
+        elif kind == "invalid_key":
+            valid = _fields_of(ClusterSpec, loc)
+            yield loc[:-1], f"{_path(loc[:-1])}: unknown key {raw.get(loc, key)}; allowed here: {', '.join(valid)}"
         elif kind in ("model_type", "dict_type"):
-            yield loc, f"{_path(loc)}: must be a mapping of keys ({', '.join(_fields_of(ClusterSpec, loc + ('x',)))}), got {e['input']!r}"
+            yield loc, f"{path}: must be a mapping with the keys {', '.join(_fields_of(ClusterSpec, loc + ('x',)))}; got {got}"
         elif kind == "list_type":
-            yield loc, f"{_path(loc)}: must be a list, got {e['input']!r}"
+            hint = f"; write {key}: [{raw[loc]}]" if isinstance(value, str) and loc in raw else ""
+            yield loc, f"{path}: must be a list, got {got}{hint}"
         elif kind == "string_type":
-            yield loc, f"{_path(loc)}: must be a string, got {e['input']!r} (quote it in YAML)"
-        elif kind in ("int_type", "int_parsing"):
-            yield loc, f"{_path(loc)}: must be a whole number, got {e['input']!r}"
+            hint = ""
+            if key in _STRING_EXAMPLES:  # quoting would not help: the value needs a unit or a name
+                hint = f"; e.g. {key}: {_STRING_EXAMPLES[key]}"
+            elif loc in raw:
+                hint = f'; quote it: "{raw[loc]}"' if isinstance(loc[-1], int) else f'; quote it: {key}: "{raw[loc]}"'
+            yield loc, f"{path}: must be a string, got {got}{hint}"
+        elif kind in ("int_type", "int_parsing", "int_from_float"):
+            hint = "; remove the quotes" if isinstance(value, str) and value.strip().isdigit() else ""
+            yield loc, f"{path}: must be a whole number, got {got}{hint}"
         else:
-            yield loc, f"{_path(loc)}: {e['msg']}, got {e['input']!r}"
+            yield loc, f"{path}: {e['msg']}, got {got}"
 
 
 # ---------------------------------------------------------------- meaning -----------------------
 
 class _Problems:
-    """Collects problems; `check` wraps a parse so one bad field does not hide the next."""
+    """Collects problems; `parse` wraps a parse so one bad field does not hide the next."""
 
     def __init__(self, sink: list[tuple[tuple, str]]):
         self.sink = sink
@@ -320,6 +426,8 @@ class _Problems:
 
 def _address(value: str) -> IPAddress:
     try:
+        if "%" in value:  # a zone (fe80::1%eth0) means nothing to other machines
+            raise ValueError
         return ipaddress.ip_address(value)
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
@@ -338,7 +446,25 @@ def _network(value: str) -> IPNetwork:
 
 
 def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL.match(value))
+    return len(value) <= 63 and bool(_LABEL.fullmatch(value))  # fullmatch: '$' would let "a\n" through
+
+
+def _not_a_label(value: str, node: bool = False) -> str:
+    """Why `value` is not a DNS-1123 label, for the message."""
+    if not value:
+        reason = "it is empty"
+    elif len(value) > 63:
+        reason = f"it has {len(value)} characters"
+    elif value != value.lower():
+        reason = "it has uppercase letters"
+    elif "." in value:
+        reason = "it has '.'"
+    elif bad := sorted({ch for ch in value if not (ch.isascii() and (ch.isalnum() or ch == "-"))}):
+        reason = "it has " + ", ".join(repr(ch) for ch in bad)
+    else:
+        reason = "it starts or ends with '-'"
+    hint = "; a full DNS name goes in fqdn" if node and "." in value else ""
+    return f"{value!r} is not a DNS-1123 label ({reason}); allowed: {LABEL_RULE.split(': ', 1)[1]}{hint}"
 
 
 def is_dns_name(value: str) -> bool:
@@ -348,7 +474,7 @@ def is_dns_name(value: str) -> bool:
 def _host(value: str) -> str:
     """A DNS name or an IP address (as a SAN or an endpoint)."""
     try:
-        ipaddress.ip_address(value)
+        _address(value)
         return value
     except ValueError:
         pass
@@ -360,14 +486,16 @@ def _host(value: str) -> str:
 def _key_algorithm(value: str) -> str:
     if value in KEY_ALGORITHMS:
         return value
+    allowed = "allowed: " + ", ".join(KEY_ALGORITHMS)
     if value.lower().replace("-", "") == "ed25519":
         raise ValueError(
-            "Ed25519 is not usable: Kubernetes components do not accept Ed25519 keys for serving "
-            "certificates and service-account tokens; choose one of " + ", ".join(KEY_ALGORITHMS)
-        )
+            f"{value!r}: Kubernetes does not accept Ed25519 keys (kube-apiserver signs service-account tokens "
+            f"only with RSA or ECDSA keys, and kubeadm offers only those); {allowed}")
+    if (m := re.fullmatch(r"rsa-?(\d+)", value.lower())) and int(m.group(1)) < 2048:
+        raise ValueError(f"{value!r} is too weak: RSA keys need at least 2048 bits; {allowed}")
     close = difflib.get_close_matches(value.upper(), KEY_ALGORITHMS, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise ValueError(f"unknown key algorithm {value!r}; allowed: {', '.join(KEY_ALGORITHMS)}{hint}")
+    raise ValueError(f"unknown key algorithm {value!r}; {allowed}{hint}")
 
 
 def _one_of(allowed: tuple[str, ...], what: str):
@@ -378,13 +506,61 @@ def _one_of(allowed: tuple[str, ...], what: str):
     return check
 
 
+class PodRangeShortage(ValueError):
+    """podCIDR has fewer free node ranges than there are workers without one."""
+
+    def __init__(self, pod_cidr: IPNetwork, size: int, free: int, taken: int, workers: int, needing: int):
+        self.free, self.workers, self.needing = free, workers, needing
+        capacity = 2 ** (size - pod_cidr.prefixlen)
+        room = f"{pod_cidr} has room for {capacity} worker pod ranges of /{size} (nodePodCIDRSize)"
+        if taken:
+            without = f"{needing} worker" + ("s" if needing != 1 else "")
+            room += f"; explicit node podCIDRs take {taken}, which leaves {free} for the {without} without one"
+        else:
+            room += f", but there are {workers} workers"
+        bits = math.ceil(math.log2(workers))  # enough ranges for every worker
+        fixes = []
+        if size - bits >= 1:
+            fixes.append(f"a larger podCIDR (/{size - bits} holds {2 ** bits} ranges of /{size})")
+        if pod_cidr.prefixlen + bits <= pod_cidr.max_prefixlen - 2:
+            fixes.append(f"a longer nodePodCIDRSize ({pod_cidr.prefixlen + bits} cuts {pod_cidr} into {2 ** bits} ranges)")
+        super().__init__(room + ("; use " + " or ".join(fixes) if fixes else "; split the workers into more than one cluster"))
+
+
+def allocate_pod_ranges(pod_cidr: IPNetwork, size: int, wanted: list[IPNetwork | None]) -> list[IPNetwork]:
+    """Each worker's pod range, in node order: an explicit one is kept, a None gets the lowest free
+    /size range of pod_cidr that overlaps no explicit one. The explicit ranges must lie inside
+    pod_cidr and be pairwise disjoint (validated before). Raises PodRangeShortage naming how many fit."""
+    explicit = [r for r in wanted if r is not None]
+    # a /size candidate overlaps an explicit range iff it contains it (a smaller range) or lies in it
+    small = {r.supernet(new_prefix=size) for r in explicit if r.prefixlen >= size}
+    large: dict[int, set[IPNetwork]] = {}
+    for r in explicit:
+        if r.prefixlen < size:
+            large.setdefault(r.prefixlen, set()).add(r)
+    taken = len(small) + sum(2 ** (size - r.prefixlen) for rs in large.values() for r in rs)
+    free_count = 2 ** (size - pod_cidr.prefixlen) - taken
+    needing = len(wanted) - len(explicit)
+    if needing > free_count:
+        raise PodRangeShortage(pod_cidr, size, free_count, taken, len(wanted), needing)
+
+    def free() -> Iterator[IPNetwork]:
+        for candidate in pod_cidr.subnets(new_prefix=size):
+            if candidate in small or any(candidate.supernet(new_prefix=p) in rs for p, rs in large.items()):
+                continue
+            yield candidate
+
+    ranges = free()
+    return [r if r is not None else next(ranges) for r in wanted]
+
+
 def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Cluster | None:
     p = _Problems(sink)
     net = spec.network
     warnings: list[str] = []
 
     if not is_dns_label(spec.name):
-        p.add(("name",), f"{spec.name!r} is not {LABEL_RULE}")
+        p.add(("name",), _not_a_label(spec.name))
     version = p.parse(("kubernetesVersion",), parse_version, spec.kubernetesVersion)
 
     pod_cidr = p.parse(("network", "podCIDR"), _network, net.podCIDR)
@@ -422,14 +598,17 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
             p.add(("network", "podCIDR"), f"{pod_cidr} overlaps serviceCIDR {service_cidr}; pod and service ranges must be disjoint")
 
     size = net.nodePodCIDRSize
+    pod_cidr_ok = False
     if pod_cidr is not None:
+        if size is None:
+            size = DEFAULT_NODE_POD_CIDR_SIZE[pod_cidr.version]
         if not (pod_cidr.prefixlen < size <= pod_cidr.max_prefixlen - 2):
-            p.add(("network", "nodePodCIDRSize"), f"{size} must be longer than podCIDR's prefix /{pod_cidr.prefixlen} and at most {pod_cidr.max_prefixlen - 2}")
-            pod_cidr_ok = False
+            default = "" if net.nodePodCIDRSize is not None else f" (the default for IPv{pod_cidr.version}; set nodePodCIDRSize)"
+            p.add(("network", "nodePodCIDRSize"),
+                  f"{size}{default} does not fit podCIDR {pod_cidr}: each worker's range must be smaller than podCIDR, "
+                  f"so the prefix length must be from {pod_cidr.prefixlen + 1} to {pod_cidr.max_prefixlen - 2}")
         else:
             pod_cidr_ok = True
-    else:
-        pod_cidr_ok = False
 
     api = spec.apiServer
     if not 1 <= api.port <= 65535:
@@ -455,7 +634,7 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     for i, n in enumerate(spec.nodes):
         loc = ("nodes", i)
         if not is_dns_label(n.name):
-            p.add(loc + ("name",), f"{n.name!r} is not {LABEL_RULE}")
+            p.add(loc + ("name",), _not_a_label(n.name, node=True))
         elif n.name == WORKSTATION:
             p.add(loc + ("name",), f"{n.name!r} is reserved for the operator's bundle (admin kubeconfigs, manifests); pick another name")
         elif n.name in names:
@@ -468,7 +647,10 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
                 p.add(loc + ("address",), f"{address} is already the address of nodes[{addresses[address]}]; addresses must be unique")
             else:
                 addresses[address] = i
-            if pod_cidr is not None and address in pod_cidr:
+            if pod_cidr is not None and address.version != pod_cidr.version:
+                p.add(loc + ("address",), f"{address} is IPv{address.version} but podCIDR {pod_cidr} is IPv{pod_cidr.version}; "
+                      "in a single-stack cluster the nodes use the cluster's IP family (pod routes go via node addresses)")
+            elif pod_cidr is not None and address in pod_cidr:
                 p.add(loc + ("address",), f"{address} is inside podCIDR {pod_cidr}; node addresses must be outside the pod range")
             if service_cidr is not None and address in service_cidr:
                 p.add(loc + ("address",), f"{address} is inside serviceCIDR {service_cidr}; node addresses must be outside the service range")
@@ -479,7 +661,7 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
             if p.parse(loc + ("roles", j), _one_of(ROLES, "role"), role) and role not in roles:
                 roles.append(role)
         if "loadbalancer" in roles and len(roles) > 1:
-            p.add(loc + ("roles",), f"{roles}: a loadbalancer node takes no other role (HAProxy and kube-apiserver would both listen on the API port); only controller+worker may be combined")
+            p.add(loc + ("roles",), f"{', '.join(roles)}: a loadbalancer node takes no other role (HAProxy and kube-apiserver would both listen on the API port); only controller+worker may be combined")
         if n.fqdn is not None and not is_dns_name(n.fqdn):
             p.add(loc + ("fqdn",), f"{n.fqdn!r} is not {SUBDOMAIN_RULE}")
         node_pod_cidr = None
@@ -495,11 +677,14 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
         parsed.append(dict(name=n.name, address=address, roles=frozenset(roles), fqdn=n.fqdn, pod_cidr=node_pod_cidr, explicit=n.podCIDR is not None))
 
     # explicit node ranges must be disjoint
-    explicit = [(i, d["pod_cidr"]) for i, d in enumerate(parsed) if d["pod_cidr"] is not None]
-    for a in range(len(explicit)):
-        for b in range(a):
-            if explicit[a][1].overlaps(explicit[b][1]):
-                p.add(("nodes", explicit[a][0], "podCIDR"), f"{explicit[a][1]} overlaps nodes[{explicit[b][0]}].podCIDR {explicit[b][1]}; node pod ranges must be disjoint")
+    ranges_ok = pod_cidr_ok and not any(loc[-1:] == ("podCIDR",) for loc, _ in sink)
+    explicit = sorted(((d["pod_cidr"], i) for i, d in enumerate(parsed) if d["pod_cidr"] is not None),
+                      key=lambda t: (t[0].network_address, t[0].prefixlen))
+    for (prev, i), (cur, j) in zip(explicit, explicit[1:]):  # CIDRs nest or are disjoint, so once sorted any overlap shows between neighbours
+        if cur.overlaps(prev):
+            first, second = sorted((i, j))
+            p.add(("nodes", second, "podCIDR"), f"{parsed[second]['pod_cidr']} overlaps nodes[{first}].podCIDR {parsed[first]['pod_cidr']}; node pod ranges must be disjoint")
+            ranges_ok = False
 
     controllers = [d for d in parsed if "controller" in d["roles"]]
     if spec.nodes and not controllers:
@@ -510,21 +695,13 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
         warnings.append(f"{len(controllers)} controllers: etcd tolerates no more failures with {len(controllers)} members than with {len(controllers) - 1}; an odd number is better")
 
     # allocate the remaining workers' pod ranges in node order, around the explicit ones
-    if pod_cidr_ok and not sink:
-        taken = [c for _, c in explicit]
-        needing = [d for d in parsed if "worker" in d["roles"] and d["pod_cidr"] is None]
-        capacity = 2 ** (size - pod_cidr.prefixlen)
-        free = (s for s in pod_cidr.subnets(new_prefix=size) if not any(s.overlaps(t) for t in taken))
-        for d in needing:
-            d["pod_cidr"] = next(free, None)
-        short = [d for d in needing if d["pod_cidr"] is None]
-        if short:
-            workers = len([d for d in parsed if "worker" in d["roles"]])
-            bits = math.ceil(math.log2(workers)) if workers > 1 else 1
-            p.add(("network", "podCIDR"),
-                  f"{pod_cidr} holds {capacity} node ranges of /{size} but there are {workers} workers "
-                  f"({len(short)} without a range); use a larger podCIDR (/{size - bits} holds {2 ** bits}) "
-                  f"or a longer nodePodCIDRSize ({pod_cidr.prefixlen + bits} gives {2 ** bits} ranges)")
+    if ranges_ok:
+        workers = [d for d in parsed if "worker" in d["roles"]]
+        try:
+            for d, r in zip(workers, allocate_pod_ranges(pod_cidr, size, [d["pod_cidr"] for d in workers])):
+                d["pod_cidr"] = r
+        except PodRangeShortage as e:
+            p.add(("network", "podCIDR"), str(e))
 
     if sink:
         return None

@@ -1,5 +1,6 @@
 """`validate`'s report: what the spec describes, with every derived value."""
 
+from rich.markup import escape
 from rich.table import Table
 
 from .durations import format_duration
@@ -9,7 +10,7 @@ from .spec import Cluster
 
 def print_summary(cluster: Cluster) -> None:
     c = cluster
-    console.print(f"[bold]{c.name}[/]: valid ({c.source})")
+    console.print(f"[bold]{c.name}[/]: valid ({escape(c.source)})")
     facts = Table.grid(padding=(0, 2))
     for key, value in [
         ("Kubernetes", str(c.version)),

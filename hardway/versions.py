@@ -34,7 +34,7 @@ def parse_version(text: str) -> KubernetesVersion:
     if not m:
         raise ValueError(
             f"{text!r} is not a Kubernetes release version; write it as vMAJOR.MINOR.PATCH, "
-            f"e.g. {DEFAULT_VERSION}"
+            f"e.g. {DEFAULT_VERSION} (supported minors: {', '.join(SUPPORTED_MINORS)})"
         )
     version = KubernetesVersion(*(int(g) for g in m.groups()))
     if version.minor_key not in SUPPORTED_MINORS:
