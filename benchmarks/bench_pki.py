@@ -1,0 +1,150 @@
+"""Benchmark of `hardway pki`: a full run into an empty store, a second run with nothing to do, and the
+floor: the time the same number of bare key generations takes (the same way the run makes them:
+a process pool across the cores for RSA, in-process for ECDSA). Also the peak memory (maxrss).
+
+    python benchmarks/bench_pki.py                                   # 3, 100, 1000 workers; ECDSA-P256 and RSA-2048
+    python benchmarks/bench_pki.py --workers 3,100 --algorithms ECDSA-P256
+    python benchmarks/bench_pki.py --bundles                         # `bundle`: 3, 100, 1000 workers
+
+Each case runs in a fresh interpreter so its peak memory is its own. A benchmark, not a test:
+the figures depend on the machine (record them in benchmarks/README.md with the machine's size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+
+def one(workers: int, algorithm: str) -> dict:
+    from make_large import large_spec
+
+    from hardway import spec
+    from hardway.pki import CREATE, issue, reconcile
+
+    text = large_spec(workers).replace("keyAlgorithm: ECDSA-P256", f"keyAlgorithm: {algorithm}")
+    cluster = spec.loads(text, source=f"large-{workers}.yaml")
+    with tempfile.TemporaryDirectory(prefix="bench-pki-") as tmp:
+        store = Path(tmp) / "pki"
+        t0 = time.perf_counter()
+        first = reconcile(cluster, store)
+        t1 = time.perf_counter()
+        second = reconcile(cluster, store)
+        t2 = time.perf_counter()
+        rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the RSA key pool's workers are not counted
+        files = sum(1 for p in store.rglob("*") if p.is_file())
+    created = sum(1 for a in first.actions if a.action == CREATE and a.entry != "encryption")  # one key each
+    assert all(a.action == "keep" for a in second.actions)
+    t3 = time.perf_counter()
+    issue.generate_keys(algorithm, created)
+    floor = time.perf_counter() - t3
+    return {"algorithm": algorithm, "workers": workers, "keys": created, "files": files,
+            "first_s": round(t1 - t0, 2), "second_s": round(t2 - t1, 2), "floor_s": round(floor, 2),
+            "peak_rss_mib": round(rss_self / 1024, 1), "cpus": os.cpu_count(),
+            "load_average": round(os.getloadavg()[0], 1)}
+
+
+def one_bundle(workers: int) -> dict:
+    """`bundle` for N workers (ECDSA-P256), the store already reconciled: a first run into an empty
+    bundles directory, then a run with nothing to change; peak memory of this interpreter."""
+    from make_large import large_spec
+
+    from hardway import spec
+    from hardway.bundle import write_bundles
+    from hardway.pki import load_materials, reconcile
+
+    cluster = spec.loads(large_spec(workers), source=f"large-{workers}.yaml")
+    with tempfile.TemporaryDirectory(prefix="bench-bundle-") as tmp:
+        out = Path(tmp)
+        reconcile(cluster, out / "pki")
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t0 = time.perf_counter()
+        first = write_bundles(cluster, load_materials(cluster, out / "pki"), out)
+        t1 = time.perf_counter()
+        second = write_bundles(cluster, load_materials(cluster, out / "pki"), out)
+        t2 = time.perf_counter()
+        size = sum(p.stat().st_size for p in (out / "bundles").glob("*.tar.gz"))
+    assert second.count("unchanged") == len(first.results)
+    return {"workers": workers, "bundles": len(first.results), "first_s": round(t1 - t0, 2),
+            "second_s": round(t2 - t1, 2), "archives_mib": round(size / 2**20, 1),
+            "rss_before_mib": round(rss_before / 1024, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def bundles_main(workers: list[int], as_json: bool) -> None:
+    rows = []
+    for n in workers:
+        out = subprocess.run([sys.executable, __file__, "--one-bundle", str(n)], capture_output=True, text=True,
+                             check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]) if as_json else f"  bundle x {n} workers: {rows[-1]['first_s']} s",
+              file=sys.stdout if as_json else sys.stderr, flush=True)
+    if as_json:
+        return
+    header = ("workers", "bundles", "first run s", "no-op run s", "archives MiB", "RSS before MiB", "peak RSS MiB")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for r in rows:
+        print(" | ".join(str(r[k]) for k in ("workers", "bundles", "first_s", "second_s", "archives_mib",
+                                             "rss_before_mib", "peak_rss_mib")))
+    print(f"\n{os.cpu_count()} CPUs; ECDSA-P256; first run = empty bundles directory, store present; "
+          "peak RSS flat = bundles streamed one node at a time")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundles", action="store_true", help="benchmark `bundle` (per worker count) instead of `pki`")
+    parser.add_argument("--one-bundle", type=int, metavar="WORKERS", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", default="3,100,1000")
+    parser.add_argument("--algorithms", default="ECDSA-P256,RSA-2048")
+    parser.add_argument("--one", nargs=2, metavar=("WORKERS", "ALGORITHM"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
+    args = parser.parse_args()
+    if args.one_bundle is not None:
+        print(json.dumps(one_bundle(args.one_bundle)))
+        return
+    if args.bundles:
+        bundles_main([int(w) for w in args.workers.split(",")], args.json)
+        return
+    if args.one:
+        print(json.dumps(one(int(args.one[0]), args.one[1])))
+        return
+    rows = []
+    for algorithm in args.algorithms.split(","):
+        for workers in (int(w) for w in args.workers.split(",")):
+            out = subprocess.run([sys.executable, __file__, "--one", str(workers), algorithm],
+                                 capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            else:
+                print(f"  {algorithm} x {workers} workers: {row['first_s']} s", file=sys.stderr, flush=True)
+    if args.json:
+        return
+    header = ("algorithm", "workers", "keys", "first run s", "key floor s", "first/floor", "no-op run s",
+              "peak RSS MiB", "load avg")
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for r in rows:
+        ratio = f"{r['first_s'] / r['floor_s']:.1f}x" if r["floor_s"] else "-"
+        print(" | ".join(str(v) for v in (r["algorithm"], r["workers"], r["keys"], r["first_s"], r["floor_s"], ratio,
+                                          r["second_s"], r["peak_rss_mib"], r["load_average"])))
+    print(f"\n{rows[0]['cpus']} CPUs; first run = empty store to complete; no-op = second run, everything kept; "
+          "peak RSS = the run's own process (RSA keys are made in a pool of worker processes besides it); "
+          "load avg = 1-minute load average at the end of the case")
+
+
+if __name__ == "__main__":
+    main()

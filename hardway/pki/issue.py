@@ -1,0 +1,277 @@
+"""Pure generation: keys, CA certificates and leaf certificates as values and PEM bytes.
+
+Nothing here touches the disk (trustme's rule). RSA keys are the slow part of any run, so
+`generate_keys` spreads them over the CPU cores; ECDSA keys take microseconds and stay in-process.
+Also here: reading a certificate back into the facts the catalog cares about (`differences`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Iterator, Union
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .catalog import Identity
+
+PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
+PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey]
+
+BACKDATE = timedelta(minutes=5)  # NotBefore in the past: tolerate clocks a little behind ours
+_CURVES = {"ECDSA-P256": ec.SECP256R1, "ECDSA-P384": ec.SECP384R1}
+_EKU = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
+_EKU_NAMES = {oid: name for name, oid in _EKU.items()}
+# Below this many RSA keys a process pool costs more than it saves.
+_POOL_THRESHOLD = 4
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# ---------------------------------------------------------------- keys --------------------------
+
+def generate_key(algorithm: str) -> PrivateKey:
+    if algorithm.startswith("RSA-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
+    if algorithm in _CURVES:
+        return ec.generate_private_key(_CURVES[algorithm]())
+    raise ValueError(f"unknown key algorithm {algorithm!r}")
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    """PKCS#1 / SEC1 PEM, unencrypted: what kubeadm writes and every component reads."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def public_pem(key: PrivateKey | PublicKey) -> bytes:
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_private_key(pem: bytes, validate: bool = True) -> PrivateKey:
+    """Parse a PEM private key; ValueError (with a reason) when it is unusable. `validate=False`
+    skips OpenSSL's RSA consistency check (primality of p and q: tens of milliseconds per key), for
+    keys we made ourselves or whose public half is compared with their certificate anyway."""
+    try:
+        key = serialization.load_pem_private_key(pem, password=None, unsafe_skip_rsa_key_validation=not validate)
+    except TypeError:
+        raise ValueError("the key is encrypted; hardway needs it unencrypted "
+                         "(decrypt it: openssl pkey -in KEY -out KEY.plain)") from None
+    except Exception as e:  # cryptography raises ValueError or UnsupportedAlgorithm, with terse text
+        raise ValueError(f"not a readable PEM private key ({e.__class__.__name__})") from None
+    if not isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        raise ValueError(f"a {type(key).__name__.lstrip('_')} key; hardway uses RSA or ECDSA keys")
+    return key
+
+
+def key_algorithm(key: PrivateKey | PublicKey) -> str:
+    """'RSA-2048', 'ECDSA-P256', ...: the spec's spelling, for comparison and messages."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return f"RSA-{key.key_size}"
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        for name, curve in _CURVES.items():
+            if isinstance(key.curve, curve):
+                return name
+        return f"ECDSA-{key.curve.name}"
+    return type(key).__name__
+
+
+def same_public_key(a: PrivateKey | PublicKey, b: PrivateKey | PublicKey) -> bool:
+    return public_pem(a) == public_pem(b)
+
+
+def _generate_pem(algorithm: str) -> bytes:
+    return private_pem(generate_key(algorithm))
+
+
+def iter_keys(algorithm: str, count: int) -> Iterator[bytes]:
+    """`count` new private keys as PEM, as they are made. RSA keys come from a process pool across
+    the cores (a forkserver, so the workers inherit none of our descriptors, e.g. the store lock);
+    ECDSA keys take microseconds and are made in-process."""
+    workers = min(os.cpu_count() or 1, count)
+    if not algorithm.startswith("RSA-") or count < _POOL_THRESHOLD or workers < 2:
+        for _ in range(count):
+            yield _generate_pem(algorithm)
+        return
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])  # workers fork from a server that imported this module once
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield from pool.map(_generate_pem, [algorithm] * count, chunksize=1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def generate_keys(algorithm: str, count: int) -> list[bytes]:
+    return list(iter_keys(algorithm, count))
+
+
+# ---------------------------------------------------------------- certificates ------------------
+
+def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _key_usage(*, ca: bool, rsa_key: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=True, key_encipherment=rsa_key and not ca, content_commitment=False,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+                         encipher_only=False, decipher_only=False)
+
+
+def _ski(cert: x509.Certificate) -> x509.SubjectKeyIdentifier:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+
+
+def subject_name(cn: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    # O before CN, as Go's pkix.Name and openssl print them: "O = system:nodes, CN = system:node:node-0"
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+                     + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca(cn: str, key: PrivateKey, validity: timedelta, at: datetime | None = None) -> x509.Certificate:
+    at = at or now()
+    name = subject_name(cn)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(at - BACKDATE).not_valid_after(at + validity)
+            # pathlen 0: this CA signs leaves only; nothing in a cluster needs an intermediate
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_key_usage(ca=True, rsa_key=isinstance(key, rsa.RSAPrivateKey)), critical=True)
+            .add_extension(ski, critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .sign(key, _hash_for(key)))
+
+
+def issue(identity: Identity, public_key: PublicKey, ca_cert: x509.Certificate, ca_key: PrivateKey,
+          validity: timedelta, at: datetime | None = None) -> x509.Certificate:
+    """A leaf certificate for `identity`, signed by the CA; never outlives the CA."""
+    at = at or now()
+    not_after = min(at + validity, ca_cert.not_valid_after_utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(subject_name(identity.cn, identity.organizations))
+               .issuer_name(ca_cert.subject)
+               .public_key(public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(at - BACKDATE).not_valid_after(not_after)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(_key_usage(ca=False, rsa_key=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([_EKU[u] for u in sorted(identity.usages)]), critical=False)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(ca_cert)),
+                              critical=False))
+    sans = [x509.DNSName(d) for d in identity.dns_names] + [x509.IPAddress(ip) for ip in identity.ip_addresses]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, _hash_for(ca_key))
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_cert(pem: bytes) -> x509.Certificate:
+    """Parse one PEM certificate; ValueError when it is unusable."""
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except Exception as e:
+        raise ValueError(f"not a readable PEM certificate ({e.__class__.__name__})") from None
+
+
+# ---------------------------------------------------------------- reading back ------------------
+
+def is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+def ca_problems(cert: x509.Certificate, key: PrivateKey | None, at: datetime) -> list[str]:
+    """Why this certificate (and key) cannot serve as a CA; empty when it can."""
+    problems = []
+    if not is_ca(cert):
+        problems.append("it is not a CA certificate (basicConstraints CA:TRUE is missing)")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.key_cert_sign:
+            problems.append("its keyUsage does not allow signing certificates (keyCertSign)")
+    except x509.ExtensionNotFound:
+        pass
+    if key is not None and not same_public_key(cert.public_key(), key):
+        problems.append("the key does not match the certificate")
+    if cert.not_valid_after_utc <= at:
+        problems.append(f"it expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    if not isinstance(cert.public_key(), (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        problems.append("its key is neither RSA nor ECDSA")
+    return problems
+
+
+def cert_sans(cert: x509.Certificate) -> tuple[set[str], set]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return {d.lower() for d in san.get_values_for_type(x509.DNSName)}, set(san.get_values_for_type(x509.IPAddress))
+
+
+def cert_usages(cert: x509.Certificate) -> set[str]:
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {_EKU_NAMES.get(oid, oid.dotted_string) for oid in eku}
+
+
+def signed_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except Exception:
+        return False
+    return True
+
+
+def _san_text(value) -> str:
+    return f"IP:{value}" if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else f"DNS:{value}"
+
+
+def differences(cert: x509.Certificate, identity: Identity) -> list[str]:
+    """How the certificate differs from what the catalog asks for; empty when it matches."""
+    found = []
+    want_subject = subject_name(identity.cn, identity.organizations)
+    if cert.subject != want_subject:
+        found.append(f"subject is {cert.subject.rfc4514_string()!r}, want {want_subject.rfc4514_string()!r}")
+    dns, ips = cert_sans(cert)
+    want = {_san_text(d) for d in identity.dns_names} | {_san_text(i) for i in identity.ip_addresses}
+    have = {_san_text(d) for d in dns} | {_san_text(i) for i in ips}
+    if want != have:
+        change = [f"+{s}" for s in sorted(want - have)] + [f"-{s}" for s in sorted(have - want)]
+        found.append(f"SAN list changed ({', '.join(change)})")
+    usages = cert_usages(cert)
+    if usages != set(identity.usages):
+        found.append(f"usages are {', '.join(sorted(usages)) or 'none'}, want {', '.join(sorted(identity.usages))}")
+    if is_ca(cert):
+        found.append("it is a CA certificate, want a leaf (CA:FALSE)")
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not ku.digital_signature or ku.key_cert_sign:
+            found.append("keyUsage is wrong (want digitalSignature, no keyCertSign)")
+    except x509.ExtensionNotFound:
+        found.append("keyUsage is missing")
+    return found
