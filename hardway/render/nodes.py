@@ -1,0 +1,215 @@
+"""Each node's file plan: its PKI files, its kubeconfigs, and the units and configs rendered for it.
+
+What a role receives is data (units/plan.yaml); the templates are in units/. This module only builds
+the template context: the Cluster value itself, the node, its versions.yaml row and a few values
+that are per cluster (hosts lines, routes, names read from the certificates), computed once.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import posixpath
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Iterator
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from .. import pki
+from ..errors import HardwayError
+from ..plan import WORKSTATION, NodePlan, PlannedDir, PlannedFile
+from ..spec import ROLES, Cluster, Node
+from .data import DirRule, FileRule, Layout, RoleRules, layout, units_dir, version_row
+from .kubeconfigs import kubeconfig
+from .templates import render_template
+
+
+def _subject(pem: bytes, oid) -> list[str]:
+    cert = x509.load_pem_x509_certificate(pem)
+    return [a.value for a in cert.subject.get_attributes_for_oid(oid)]
+
+
+def _one(values: list[str], what: str) -> str:
+    if len(values) != 1:
+        raise HardwayError(f"the {what} must have exactly one value, it has {values}")
+    return values[0]
+
+
+@dataclass
+class _Shared:
+    """Per-cluster values, computed once for every node plan of one rendering."""
+
+    cluster: Cluster
+    materials: object
+
+    @cached_property
+    def layout(self) -> Layout:
+        return layout()
+
+    @cached_property
+    def version(self) -> dict:
+        return version_row(self.cluster.version)
+
+    @cached_property
+    def all_routes(self) -> tuple[dict, ...]:
+        return tuple({"cidr": str(w.pod_cidr), "via": str(w.address), "node": w.name} for w in self.cluster.workers)
+
+    @cached_property
+    def hosts_lines(self) -> tuple[str, ...]:
+        c = self.cluster
+        lines = [" ".join([str(n.address), *([n.fqdn] if n.fqdn else []), n.name]) for n in c.nodes]
+        names = {h for n in c.nodes for h in n.hostnames}
+        if c.api_endpoint not in names and not _is_ip(c.api_endpoint):
+            # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
+            target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
+                      else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
+            if target is not None:
+                lines.append(f"{target.address} {c.api_endpoint}")
+        return tuple(lines)
+
+    @cached_property
+    def base_context(self) -> dict:
+        return {
+            "cluster": self.cluster,
+            "v": self.version,
+            "paths": self.layout.paths,
+            "kubernetes_version": str(self.cluster.version),
+            "hosts_lines": self.hosts_lines,
+            "all_routes": self.all_routes,
+        }
+
+    @cached_property
+    def controller_context(self) -> dict:
+        m = self.materials
+        return {
+            "encryption_key_b64": base64.b64encode(m.encryption_key).decode("ascii"),
+            # The names other components check, read from the certificates that carry them.
+            "front_proxy_client_cn": _one(_subject(m.cert("front-proxy-client"), NameOID.COMMON_NAME),
+                                          "front-proxy-client certificate's CN"),
+        }
+
+    @cached_property
+    def workstation_context(self) -> dict:
+        m = self.materials
+        return {
+            "kubelet_client_user": _one(_subject(m.cert("apiserver-kubelet-client"), NameOID.COMMON_NAME),
+                                        "apiserver-kubelet-client certificate's CN"),
+            "cluster_admins_group": _one(_subject(m.cert("admin"), NameOID.ORGANIZATION_NAME),
+                                         "admin certificate's O"),
+        }
+
+    def binaries(self, names: list[str]) -> list[dict]:
+        out = []
+        for name in names:
+            b = self.layout.binaries[name]
+            version = str(self.cluster.version).lstrip("v") if b["version"] == "kubernetes" else str(self.version[b["version"]])
+            out.append({"name": name, "version": f"v{version}", "path": b["path"],
+                        "url_hint": b["url"].replace("{version}", version)})
+        return out
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _merge(rules: list[RoleRules]) -> tuple[list[DirRule], list[FileRule], list[str], list[str], list[str]]:
+    dirs: dict[str, DirRule] = {}
+    files: dict[str, FileRule] = {}
+    units: list[str] = []
+    binaries: list[str] = []
+    packages: set[str] = set()
+    for r in rules:
+        for d in r.directories:
+            dirs.setdefault(d.path, d)
+        for f in r.files:
+            files.setdefault(f.path, f)
+        units += [u for u in r.units if u not in units]
+        binaries += [b for b in r.binaries if b not in binaries]
+        packages.update(r.packages)
+    return list(dirs.values()), list(files.values()), units, binaries, sorted(packages)
+
+
+def _render_file(shared: _Shared, rule: FileRule, context: dict, node: str | None) -> PlannedFile:
+    if rule.kubeconfig is not None:
+        per_node = shared.layout.kubeconfigs[rule.kubeconfig].per_node
+        data = kubeconfig(shared.cluster, shared.materials, rule.kubeconfig, node if per_node else None)
+        source = f"kubeconfig:{rule.kubeconfig}"
+    else:
+        data = render_template(rule.template, context)
+        source = f"units/{rule.template}"
+    return PlannedFile(path=rule.path, mode=rule.mode, data=data, purpose=rule.purpose, source=source)
+
+
+def _plan(shared: _Shared, node: Node | None) -> NodePlan:
+    c = shared.cluster
+    if node is None:
+        name, roles = WORKSTATION, frozenset()
+        rules = [shared.layout.workstation]
+        context = {**shared.base_context, **shared.workstation_context, "node": None}
+    else:
+        name, roles = node.name, node.roles
+        rules = [shared.layout.roles[r] for r in ROLES if r in node.roles]
+        context = {**shared.base_context, "node": node}
+        if node.is_controller:
+            context.update(shared.controller_context)
+            context["etcd_member"] = next(m for m in c.etcd_members if m.name == node.name)
+    dirs, file_rules, units, binaries, packages = _merge(rules)
+    if node is not None and node.is_worker:
+        packages = sorted(set(packages) | set(shared.version["kube_proxy"]["packages"]))
+
+    files = {f.path: f for f in (_render_file(shared, r, context, name) for r in file_rules)}
+    for f in pki.node_files(c, shared.materials, name):
+        if node is None:
+            # The workstation bundle is a folder, not a filesystem: its files sit at its top.
+            f = PlannedFile(path="/" + posixpath.basename(f.path), mode=f.mode, data=f.data,
+                            purpose=f.purpose, source=f.source)
+        if f.path in files:
+            raise HardwayError(f"{name}: {f.path} is both a PKI file ({f.source}) and a rendered file "
+                               f"({files[f.path].source})")
+        files[f.path] = f
+
+    if node is None or node.is_loadbalancer:
+        routes: list[dict] = []
+    else:
+        routes = [r for r in shared.all_routes if r["node"] != node.name]
+    notes = {
+        "binaries": shared.binaries(binaries),
+        "packages": packages,
+        "routes": routes,
+        "hosts": list(shared.hosts_lines),
+    }
+    return NodePlan(
+        node=name,
+        roles=roles,
+        files=tuple(sorted(files.values(), key=lambda f: f.path)),
+        directories=tuple(sorted((PlannedDir(d.path, d.mode, d.purpose) for d in dirs), key=lambda d: d.path)),
+        units=tuple(units),
+        notes=notes,
+    )
+
+
+def node_plan(cluster: Cluster, materials, node_name: str) -> NodePlan:
+    """The file plan of one node, or of the operator's workstation (`WORKSTATION`)."""
+    shared = _Shared(cluster, materials)
+    if node_name == WORKSTATION:
+        return _plan(shared, None)
+    try:
+        node = cluster.node(node_name)
+    except KeyError:
+        shown = ", ".join(n.name for n in cluster.nodes[:8]) + (", ..." if len(cluster.nodes) > 8 else "")
+        raise HardwayError(f"no node {node_name!r} in {cluster.name}; nodes: {shown} (or {WORKSTATION!r})") from None
+    return _plan(shared, node)
+
+
+def iter_node_plans(cluster: Cluster, materials) -> Iterator[NodePlan]:
+    """Every node's plan in spec order, then the workstation's; one at a time."""
+    shared = _Shared(cluster, materials)
+    for node in cluster.nodes:
+        yield _plan(shared, node)
+    yield _plan(shared, None)

@@ -1,0 +1,178 @@
+"""The per-version table (units/versions.yaml): complete, reaching the output, and true to the binaries.
+
+Every flag a unit passes is looked up in `<binary> --help` of the pinned release (built by
+`python -m hardway.binaries`); the other minors' flags were checked against their sources
+(docs/rendering.md).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tomllib
+
+import pytest
+import yaml
+
+from hardway import binaries
+from hardway.render import node_plan, version_row
+from hardway.render.data import RenderDataError, check_version_table, parse_layout, version_table
+from hardway.versions import SUPPORTED_MINORS, parse_version
+from test_render_helpers import (IN_CI, REPO, VERSIONS, at_version, cluster, exec_start, flags, materials, text,
+                                 yaml_docs, yaml_file)
+
+CONFIG_KINDS = {  # file -> (versions.yaml api key, kind)
+    "/etc/kubernetes/kubelet-config.yaml": ("kubelet", "KubeletConfiguration"),
+    "/etc/kubernetes/kube-proxy-config.yaml": ("kube_proxy", "KubeProxyConfiguration"),
+    "/etc/kubernetes/kube-scheduler.yaml": ("kube_scheduler", "KubeSchedulerConfiguration"),
+    "/etc/kubernetes/encryption-config.yaml": ("encryption", "EncryptionConfiguration"),
+    "/etc/kubernetes/audit-policy.yaml": ("audit", "Policy"),
+}
+
+
+def test_every_supported_minor_has_a_row():
+    table = version_table()
+    assert set(table) == set(SUPPORTED_MINORS)
+    for minor, row in table.items():
+        assert re.fullmatch(rf"k8s\.io/kubernetes v{re.escape(minor)}\.\d+", row["source"]), row["source"]
+        for key in ("etcd", "coredns", "pause", "containerd", "runc", "cni_plugins", "crictl"):
+            assert re.fullmatch(r"\d+\.\d+\.\d+", str(row[key])), (minor, key, row[key])
+
+
+def test_the_newest_row_uses_the_etcd_the_project_builds():
+    gomod = (REPO / "tools/k8s/go.mod").read_text()
+    etcd = re.search(r"go\.etcd\.io/etcd/server/v3 v(\S+)", gomod).group(1)
+    kubernetes = re.search(r"k8s\.io/kubernetes v(\S+)", gomod).group(1)
+    assert version_row(parse_version(kubernetes))["etcd"] == etcd
+
+
+@pytest.mark.parametrize("minor", VERSIONS)
+def test_each_row_reaches_the_rendered_files(minor):
+    c = at_version(cluster("kthw"), minor)
+    m = materials("kthw")
+    row = version_table()[minor]
+    server, worker = node_plan(c, m, "server"), node_plan(c, m, "node-0")
+    ws = node_plan(c, m, "workstation")
+    [deploy] = [d for d in yaml_docs(ws, "/manifests/10-coredns.yaml") if d["kind"] == "Deployment"]
+    assert deploy["spec"]["template"]["spec"]["containers"][0]["image"] == f"registry.k8s.io/coredns/coredns:v{row['coredns']}"
+    containerd = tomllib.loads(text(worker, "/etc/containerd/config.toml"))
+    assert containerd["version"] == row["containerd_config"]["version"] == 3
+    plugins = containerd["plugins"]
+    assert plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == f"registry.k8s.io/pause:{row['pause']}"
+    assert plugins["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is True
+    cni = plugins["io.containerd.cri.v1.runtime"]["cni"]
+    assert cni["bin_dirs"] == ["/opt/cni/bin"] and cni["conf_dir"] == "/etc/cni/net.d"
+    assert yaml_file(worker, "/etc/kubernetes/kube-proxy-config.yaml")["mode"] == row["kube_proxy"]["mode"]
+    for p in (server, worker):
+        for path, (api, kind) in CONFIG_KINDS.items():
+            if path in p.paths:
+                doc = yaml_file(p, path)
+                assert (doc["apiVersion"], doc["kind"]) == (row["api"][api], kind)
+    got = {b["name"]: b for b in server.notes["binaries"] + worker.notes["binaries"]}
+    kube = str(c.version)
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"):
+        assert got[name]["version"] == kube and kube in got[name]["url_hint"]
+        assert got[name]["path"] == f"/usr/local/bin/{name}"
+    for name, key in (("etcd", "etcd"), ("etcdctl", "etcd"), ("containerd", "containerd"), ("runc", "runc"),
+                      ("cni-plugins", "cni_plugins"), ("crictl", "crictl")):
+        assert got[name]["version"] == f"v{row[key]}" and row[key] in got[name]["url_hint"], name
+    assert set(worker.notes["packages"]) >= {"socat", "conntrack", "ipset", "kmod", *row["kube_proxy"]["packages"]}
+    assert exec_start(text(worker, "/etc/systemd/system/containerd.service"))[0] == got["containerd"]["path"]
+
+
+def test_a_broken_table_or_plan_is_a_clear_error():
+    table = {k: dict(v) for k, v in version_table().items()}
+    del table["1.36"]
+    with pytest.raises(RenderDataError, match=r"versions.yaml: .*no row for supported minor\(s\) 1.36"):
+        check_version_table(table, "versions.yaml")
+    table = {k: dict(v) for k, v in version_table().items()}
+    del table["1.37"]["coredns"]
+    with pytest.raises(RenderDataError, match=r'"1.37": missing coredns'):
+        check_version_table(table, "versions.yaml")
+    plan = yaml.safe_load((REPO / "units/plan.yaml").read_text())
+    plan["roles"]["worker"]["files"][0]["mode"] = 644
+    with pytest.raises(RenderDataError, match=r"roles.worker.files\[0\]: mode must be an octal string"):
+        parse_layout(plan, "plan.yaml")
+    plan = yaml.safe_load((REPO / "units/plan.yaml").read_text())
+    plan["roles"]["controller"]["binaries"].append("kube-dns")
+    with pytest.raises(RenderDataError, match="unknown.*kube-dns"):
+        parse_layout(plan, "plan.yaml")
+
+
+# ---------------------------------------------------------------- the real binaries -------------
+
+DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    version = binaries.pinned_version()
+    found = binaries.find_binaries(version)
+    missing = [d for d in DAEMONS if d not in found]
+    if missing:
+        message = (f"{', '.join(missing)} {version} not built in {binaries.cache_dir(version)}; "
+                   "`python -m hardway.binaries` builds them")
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def _help(path) -> str:
+    result = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+    return result.stdout + result.stderr
+
+
+def test_every_rendered_flag_is_known_to_the_pinned_binaries(built):
+    pinned = binaries.pinned_version()
+    spec_text = (REPO / "examples/kthw.yaml").read_text()
+    assert f"kubernetesVersion: {pinned}" in spec_text, "kthw is not at the pinned version"
+    # one node that is both controller and worker carries every daemon
+    from hardway import spec
+    c = spec.loads(spec_text.replace("roles: [controller]", "roles: [controller, worker]\n    podCIDR: 10.200.9.0/24")
+                   .replace("keyAlgorithm: RSA-2048", "keyAlgorithm: ECDSA-P256"))
+    from hardway.pki import generate_materials
+    plan = node_plan(c, generate_materials(c), "server")
+    helps = {}
+    checked = 0
+    for f in plan.files:
+        if not f.path.startswith("/etc/systemd/system/"):
+            continue
+        args = exec_start(f.data.decode())
+        name = args[0].rsplit("/", 1)[1]
+        if name not in DAEMONS:
+            continue
+        helps.setdefault(name, _help(built[name]))
+        for flag in flags(args):
+            assert re.search(rf"(?<![\w-])--{re.escape(flag)}(?![\w-])", helps[name]), f"{name} {pinned} has no --{flag}"
+            checked += 1
+    assert set(helps) == set(DAEMONS) and checked > 60
+
+
+@pytest.mark.parametrize("binary,path,kubeconfig,bad", [
+    ("kube-proxy", "/etc/kubernetes/kube-proxy-config.yaml", "/etc/kubernetes/kube-proxy.kubeconfig",
+     ("mode: iptables", "mode: fastest")),
+    ("kube-scheduler", "/etc/kubernetes/kube-scheduler.yaml", "/etc/kubernetes/kube-scheduler.kubeconfig",
+     ("leaderElect: true", "leaderElect: sometimes")),
+])
+def test_the_pinned_binaries_load_and_validate_the_rendered_configs(built, tmp_path, binary, path, kubeconfig, bad):
+    """--write-config-to makes the component load, default and validate its config, then exit."""
+    c = at_version(cluster("ha"), next(m for m, v in VERSIONS.items() if v == binaries.pinned_version()))
+    m = materials("ha")
+    plan = node_plan(c, m, "node-0" if binary == "kube-proxy" else "controller-0")
+    (tmp_path / "kubeconfig").write_bytes(plan.file(kubeconfig).data)
+    config = text(plan, path).replace(kubeconfig, str(tmp_path / "kubeconfig"))
+
+    def load(body: str) -> subprocess.CompletedProcess:
+        (tmp_path / "config.yaml").write_text(body)
+        return subprocess.run([str(built[binary]), f"--config={tmp_path / 'config.yaml'}",
+                               f"--write-config-to={tmp_path / 'effective.yaml'}"],
+                              capture_output=True, text=True, timeout=120)
+
+    result = load(config)
+    assert result.returncode == 0, result.stderr[-2000:]
+    effective = yaml.safe_load((tmp_path / "effective.yaml").read_text())
+    assert effective["kind"] == yaml.safe_load(config)["kind"]
+    broken = config.replace(*bad)
+    assert broken != config
+    assert load(broken).returncode != 0
