@@ -83,7 +83,10 @@ def pinned_version() -> str:
     try:
         text = gomod.read_text(encoding="utf-8")
     except OSError as exc:
-        raise BuildError(f"cannot read {gomod}: {exc}") from exc
+        raise BuildError(
+            f"cannot read {gomod} ({exc.strerror}): building needs a checkout of the hardway "
+            "repository; otherwise point HARDWAY_BIN_DIR (or --bin-dir) at official release binaries"
+        ) from exc
     match = re.search(r"^\s*(?:require\s+)?k8s\.io/kubernetes\s+(v\S+)", text, re.M)
     if not match:
         raise BuildError(f"{gomod} does not require {_MODULE}")
@@ -118,7 +121,7 @@ def find_binaries(version: str, bin_dir: str | os.PathLike[str] | None = None) -
         for d in dirs:
             candidate = d / name
             if _executable(candidate):
-                found[name] = candidate.resolve()
+                found[name] = candidate.absolute()
                 break
     return found
 
