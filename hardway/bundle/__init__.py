@@ -1,0 +1,74 @@
+"""The bundle stage: one deployable archive per node, and one for the operator's workstation.
+
+    write_bundles(cluster, materials, out, plans=None) -> BundleRun   (writes <out>/bundles/)
+    plan_bundles(cluster, out, actions=None, materials=None)  -> [NodeChange]   (writes nothing)
+    check_bundles(cluster, out, materials=None) -> BundleReport       (reads <out>/bundles/)
+    layout.members(cluster, plan) -> [Member]                         (one bundle, as values)
+    privilege.Checker(cluster, materials).check(node, files)          (least privilege, by content)
+
+Each node's plan is streamed from `hardway.render.iter_node_plans` into its archive and dropped:
+memory stays flat however many nodes there are. A plan that fails least privilege or names a
+path its bundle does not provide is never written. docs/bundles.md describes the bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import HardwayError
+from ..output import progress
+from ..plan import WORKSTATION
+from ..spec import Cluster
+from . import layout
+from .archive import SUFFIX, archived_nodes, fsync_dir, locked, remove_archive, write_archive
+from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
+from .diff import FileChange, NodeChange, plan_bundles, preview_materials
+from .privilege import Checker
+
+__all__ = [
+    "BundleReport", "BundleRow", "BundleRun", "Checker", "FileChange", "NodeChange", "check_bundle",
+    "check_bundles", "layout", "plan_bundles", "preview_materials", "write_bundles",
+]
+
+
+@dataclass
+class BundleRun:
+    bundles: Path
+    results: list[tuple[str, str]] = field(default_factory=list)  # (node, created|updated|unchanged)
+    removed: list[str] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(1 for _, s in self.results if s == status)
+
+
+def write_bundles(cluster: Cluster, materials, out: Path, plans=None) -> BundleRun:
+    """Write <out>/bundles/<node>.tar.gz for every node and the workstation; delete bundles of
+    nodes no longer in the spec. Raises HardwayError (after writing the good ones) if a plan fails
+    its checks; those bundles are left as they were."""
+    if plans is None:
+        from ..render import iter_node_plans
+        plans = iter_node_plans(cluster, materials)
+    bundles = out / "bundles"
+    run = BundleRun(bundles)
+    checker = Checker(cluster, materials)
+    refused: list[str] = []
+    with locked(bundles), progress("writing bundles", len(cluster.nodes) + 1) as advance:
+        for plan in plans:
+            problems = plan_problems(checker, plan)
+            if problems:
+                refused += [f"{plan.node}: {p}" for p in problems]
+            else:
+                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan), sync_dir=False)
+                run.results.append((plan.node, status))
+            advance()
+        fsync_dir(bundles)
+        if refused:
+            raise HardwayError("refused to write bundles that would break least privilege or miss a file "
+                               "(a rendering bug; those bundles were left as they were):\n  " + "\n  ".join(refused))
+        wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
+        for node in archived_nodes(bundles):
+            if node not in wanted:
+                remove_archive(bundles / f"{node}{SUFFIX}")
+                run.removed.append(node)
+    return run

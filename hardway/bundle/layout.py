@@ -1,0 +1,246 @@
+"""What one bundle holds, as values: the members of the folder `<node>/`, built from the node's plan.
+
+A node bundle is `rootfs/` (the plan's files at their install paths), `SHA256SUMS` over `rootfs/`,
+`install.sh` (with the plan's manifest inside it) and `INSTALL.md`. The workstation bundle holds the
+plan's files at the top of its folder (its paths are rooted at the operator's folder), `SHA256SUMS`
+and a `README.md` with the bring-up order; it has no install.sh: the operator uses it in place.
+Nothing here touches the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import cache
+
+import jinja2
+
+from ..errors import HardwayError
+from ..plan import WORKSTATION, NodePlan
+from ..resources import data_dir
+from ..spec import Cluster
+
+ROOTFS = "rootfs"
+SUMS = "SHA256SUMS"
+INSTALL_SH = "install.sh"
+INSTALL_MD = "INSTALL.md"
+README = "README.md"
+# Folder and archive modes: the folder holds keys, so only its owner may enter it once unpacked.
+TOP_DIR_MODE = 0o700
+DIR_MODE = 0o755
+
+# Paths go into a shell script and SHA256SUMS: keep them to characters that need no quoting.
+_PATH = re.compile(r"^(/[A-Za-z0-9_@+][A-Za-z0-9._@+-]*)+$")
+_UNIT = re.compile(r"^[A-Za-z0-9_@.:-]+\.(service|socket|target|timer|mount|path)$")
+_MANIFEST = re.compile(r"<<'MANIFEST'\n(.*?)^MANIFEST$", re.S | re.M)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of the bundle folder; `name` is relative to it ("rootfs/etc/...")."""
+
+    name: str
+    mode: int
+    data: bytes | None = None  # None: a directory
+
+    @property
+    def is_dir(self) -> bool:
+        return self.data is None
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One line of install.sh's manifest: what it creates (d), installs (f) or expects (b)."""
+
+    kind: str  # "d" directory, "f" file from rootfs/, "b" binary the operator downloads
+    mode: int
+    sha256: str | None
+    path: str
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def member_name(node: str, path: str) -> str:
+    """Where a planned file sits in its bundle folder."""
+    return path.lstrip("/") if node == WORKSTATION else ROOTFS + path
+
+
+def install_path(node: str, name: str) -> str | None:
+    """The planned path of a bundle member, or None for the bundle's own files."""
+    if node == WORKSTATION:
+        return None if name in (SUMS, README) else "/" + name
+    return name[len(ROOTFS):] if name.startswith(ROOTFS + "/") else None
+
+
+def validate(plan: NodePlan) -> None:
+    """A plan the bundle can carry: safe paths, unique, sane modes, unit names. Else a HardwayError."""
+    problems = []
+    seen: set[str] = set()
+    for kind, path, mode in [("file", f.path, f.mode) for f in plan.files] + [("directory", d.path, d.mode) for d in plan.directories]:
+        if not _PATH.match(path) or any(part in (".", "..") for part in path.split("/")):
+            problems.append(f"{kind} {path!r}: not an absolute path of plain names (letters, digits, . _ - @ +)")
+        elif path in seen:
+            problems.append(f"{kind} {path}: planned twice")
+        seen.add(path)
+        if not 0 <= mode <= 0o777:
+            problems.append(f"{kind} {path}: mode {mode:o} is not a permission mode (0-777; no setuid/setgid/sticky)")
+    if plan.node == WORKSTATION:
+        for f in plan.files:
+            if f.path.lstrip("/") in (SUMS, README):
+                problems.append(f"file {f.path}: collides with the bundle's own {f.path.lstrip('/')}")
+    for unit in plan.units:
+        if not _UNIT.match(unit):
+            problems.append(f"unit {unit!r}: not a systemd unit name")
+    for b in plan.notes.get("binaries", []):
+        path = str(b.get("path", ""))
+        if not _PATH.match(path[:-1] if path.endswith("/") else path):  # a trailing / names a directory
+            problems.append(f"binary {b.get('name')!r}: path {b.get('path')!r} is not an absolute path")
+    if problems:
+        raise HardwayError(f"the file plan of {plan.node} cannot be bundled (a rendering bug):\n  " + "\n  ".join(problems))
+
+
+def manifest(plan: NodePlan) -> list[ManifestEntry]:
+    """Directories first (files may land in them), then files in path order, then binaries."""
+    entries = [ManifestEntry("d", d.mode, None, d.path) for d in sorted(plan.directories, key=lambda d: d.path)]
+    entries += [ManifestEntry("f", f.mode, sha256(f.data), f.path) for f in sorted(plan.files, key=lambda f: f.path)]
+    entries += [ManifestEntry("b", 0o755, None, b["path"]) for b in sorted(plan.notes.get("binaries", []), key=lambda b: b["path"])]
+    return entries
+
+
+def manifest_text(entries: list[ManifestEntry]) -> str:
+    return "".join(f"{e.kind} {e.mode:o} {e.sha256 or '-'} {e.path}\n" for e in entries)
+
+
+def parse_manifest(install_sh: str) -> list[ManifestEntry]:
+    """The manifest inside an install.sh this module generated; ValueError if there is none."""
+    m = _MANIFEST.search(install_sh)
+    if not m:
+        raise ValueError("install.sh has no manifest block")
+    entries = []
+    for line in m.group(1).splitlines():
+        kind, mode, digest, path = line.split(" ")
+        entries.append(ManifestEntry(kind, int(mode, 8), None if digest == "-" else digest, path))
+    return entries
+
+
+def sums_text(node: str, plan: NodePlan) -> str:
+    """`sha256sum -c` format, one line per planned file, in path order."""
+    return "".join(f"{sha256(f.data)}  {member_name(node, f.path)}\n" for f in sorted(plan.files, key=lambda f: f.path))
+
+
+def members(cluster: Cluster, plan: NodePlan) -> list[Member]:
+    """Every member of the bundle folder, directories included, in archive order."""
+    validate(plan)
+    node = plan.node
+    files = [Member(member_name(node, f.path), f.mode, f.data) for f in plan.files]
+    files.append(Member(SUMS, 0o644, sums_text(node, plan).encode()))
+    texts = context(cluster, plan)
+    if node == WORKSTATION:
+        files.append(Member(README, 0o644, render("README.md.j2", texts).encode()))
+    else:
+        files.append(Member(INSTALL_SH, 0o755, render("install.sh.j2", texts).encode()))
+        files.append(Member(INSTALL_MD, 0o644, render("INSTALL.md.j2", texts).encode()))
+    dirs: set[str] = set()
+    for m in files:
+        parts = m.name.split("/")[:-1]
+        dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    out = [Member(node, TOP_DIR_MODE)]
+    out += [Member(f"{node}/{d}", DIR_MODE) for d in dirs]
+    out += [Member(f"{node}/{m.name}", m.mode, m.data) for m in files]
+    # Parents before children, siblings by name: the same order on every run.
+    return sorted(out, key=lambda m: m.name.split("/"))
+
+
+# ---------------------------------------------------------------- texts -------------------------
+
+def _md(value: object) -> str:
+    """A table cell: no pipes or line breaks."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("units") / "bundle")),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        auto_reload=False,  # templates do not change during a run: no stat() per bundle
+    )
+    env.filters["md"] = _md
+    env.tests["startingwith"] = lambda value, prefix: str(value).startswith(prefix)
+    env.filters["octal"] = lambda mode: f"{mode:04o}"
+    return env
+
+
+def _host_line(entry: object) -> str:
+    """notes["hosts"] holds lines, or mappings of address, fqdn and name."""
+    if isinstance(entry, dict):
+        return " ".join(str(entry[k]) for k in ("address", "fqdn", "name") if entry.get(k))
+    return str(entry)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def _modules(files: list) -> list[str]:
+    """The kernel modules named by modules-load.d files (one per line; # and ; start comments)."""
+    names = []
+    for f in files:
+        for line in f.data.decode(errors="replace").splitlines():
+            line = line.strip()
+            if line and line[0] not in "#;" and line not in names:
+                names.append(line)
+    return names
+
+
+def context(cluster: Cluster, plan: NodePlan) -> dict:
+    """What the templates of units/bundle/ see, built once per bundle."""
+    notes = plan.notes
+    files = sorted(plan.files, key=lambda f: f.path)
+    modules_files = [f for f in files if f.path.startswith("/etc/modules-load.d/")]
+    entries = manifest(plan) if plan.node != WORKSTATION else []
+    return dict(
+        cluster=cluster,
+        plan=plan,
+        node=plan.node,
+        roles=sorted(plan.roles),
+        files=files,
+        modules_files=modules_files,
+        modules=_modules(modules_files),
+        sysctl_files=[f for f in files if f.path.startswith("/etc/sysctl.d/")],
+        directories=sorted(plan.directories, key=lambda d: d.path),
+        units=list(plan.units),
+        manifest=manifest_text(entries),
+        binaries=list(notes.get("binaries", [])),
+        packages=list(notes.get("packages", [])),
+        routes=list(notes.get("routes", [])),
+        hosts=[_host_line(h) for h in notes.get("hosts", [])],
+        has=lambda path: path in plan.paths,
+        endpoint_is_name=not _is_ip(cluster.api_endpoint),
+        example_binary=next((b for b in notes.get("binaries", []) if not b["path"].endswith("/")
+                             and not str(b.get("url_hint", "")).split()[0].endswith((".tar.gz", ".tgz"))),
+                            (notes.get("binaries") or [None])[0]),
+        hosts_file=next((f.path.lstrip("/") for f in files if f.path == "/hosts"), None),
+        routes_file=next((f.path.lstrip("/") for f in files if f.path.rsplit("/", 1)[-1].startswith("routes")), None),
+        ROOTFS=ROOTFS,
+        member_name=lambda path: member_name(plan.node, path),
+    )
+
+
+def render(template: str, context: dict) -> str:
+    try:
+        return _env().get_template(template).render(context)
+    except jinja2.UndefinedError as e:
+        raise HardwayError(f"units/bundle/{template}: {e} (node {context['node']})") from None

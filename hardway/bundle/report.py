@@ -1,0 +1,68 @@
+"""How the bundle stage speaks in `bundle`, `plan` and `check`: short on a 1000-node cluster."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..output import console
+from .check import BundleReport
+from .diff import ADDED, CHANGED, GONE, NEW, REMOVED, UNCHANGED, UNREADABLE, UPDATED, NodeChange
+
+_LIST_UP_TO = 40  # nodes listed one by one; beyond that, counts
+_STYLE = {ADDED: "green", CHANGED: "yellow", REMOVED: "red", NEW: "green", UPDATED: "yellow", GONE: "red",
+          UNREADABLE: "bold red", UNCHANGED: "dim"}
+
+
+def print_run(run) -> None:
+    changed = [(n, s) for n, s in run.results if s != "unchanged"]
+    if changed and len(changed) <= _LIST_UP_TO:
+        for node, status in changed:
+            console.print(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
+    for node in run.removed[:_LIST_UP_TO]:
+        console.print(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
+    console.print(f"bundles: {run.count('created')} created, {run.count('updated')} updated, "
+                  f"{run.count('unchanged')} unchanged, {len(run.removed)} removed ({run.bundles})")
+
+
+def print_plan(changes: list[NodeChange], bundles) -> None:
+    """One line per changed file, grouped by bundle (not a table: paths and reasons are long)."""
+    shown = 0
+    for c in changes:
+        if c.status == UNCHANGED:
+            continue
+        shown += 1
+        if shown == 1:
+            console.print(f"bundles in {bundles}:")
+        if shown > _LIST_UP_TO:
+            continue
+        style = _STYLE[c.status]
+        console.print(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
+        for f in c.files:
+            console.print(f"  [{_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
+    if shown > _LIST_UP_TO:
+        console.print(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
+
+
+def plan_summary(changes: list[NodeChange]) -> str:
+    count = lambda status: sum(1 for c in changes if c.status == status)  # noqa: E731
+    files = sum(len(c.files) for c in changes)
+    return (f"bundles: {count(NEW)} to create, {count(UPDATED)} to change ({files} file change(s)), "
+            f"{count(UNCHANGED)} unchanged, {count(GONE)} to remove"
+            + (f", {count(UNREADABLE)} unreadable (to rewrite)" if count(UNREADABLE) else ""))
+
+
+def check_table(report: BundleReport) -> Table:
+    table = Table("bundle", "files", "status", title=f"bundles {report.bundles}", box=None, title_justify="left")
+    rows = report.rows if len(report.rows) <= _LIST_UP_TO else [r for r in report.rows if not r.ok]
+    for r in rows:
+        status = "[green]ok[/]" if r.ok else f"[bold red]{len(r.problems)} problem(s)[/]"
+        table.add_row(r.node, str(r.files), status)
+    if len(rows) < len(report.rows):
+        table.add_row(f"[dim]{len(report.rows) - len(rows)} more[/]", "", "[green]ok[/]")
+    return table
+
+
+def check_summary(report: BundleReport) -> str:
+    bad = sum(1 for r in report.rows if not r.ok)
+    return f"bundles: {'ok' if report.ok else f'{len(report.all_problems())} problem(s)'}, " \
+           f"{len(report.rows)} checked, {bad} with problems"

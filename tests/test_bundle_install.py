@@ -1,0 +1,371 @@
+"""The bundles' real install.sh, run by dash into a staging root (`--root`), for every node of the
+kthw and ha examples: what lands, with which modes, under any umask; what it refuses (a flipped
+byte, a missing or extra file, an edited SHA256SUMS) while installing nothing; --dry-run; a second
+run that changes nothing. Expectations come from the node plans, not from install.sh."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from hardway import spec
+from hardway.bundle import write_bundles
+from hardway.bundle.archive import MTIME
+from hardway.pki import reconcile
+from hardway.plan import WORKSTATION
+from hardway.render import iter_node_plans
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = ("kthw", "ha")
+NODES = [(ex, n.name) for ex in EXAMPLES for n in spec.load(REPO / "examples" / f"{ex}.yaml").nodes]
+
+
+@dataclass
+class Built:
+    cluster: spec.Cluster
+    out: Path
+    plans: dict  # node -> NodePlan
+
+
+_BUILT: dict[str, Built] = {}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """built(example) -> the example's PKI store and bundles, made once per module."""
+    def get(example: str) -> Built:
+        if example not in _BUILT:
+            cluster = spec.load(REPO / "examples" / f"{example}.yaml")
+            out = tmp_path_factory.mktemp(f"out-{example}")
+            materials = reconcile(cluster, out / "pki").materials
+            write_bundles(cluster, materials, out)
+            _BUILT[example] = Built(cluster, out, {p.node: p for p in iter_node_plans(cluster, materials)})
+        return _BUILT[example]
+    yield get
+    _BUILT.clear()
+
+
+@pytest.fixture(scope="module")
+def dash(prerequisite) -> str:
+    path = shutil.which("dash")
+    if not path:
+        prerequisite("dash (a strict POSIX sh)", "apt-get install -y dash")
+    for tool in ("sha256sum", "cmp", "find", "stat"):
+        if not shutil.which(tool):
+            prerequisite(tool, "apt-get install -y coreutils findutils diffutils")
+    return path
+
+
+def unpack(b: Built, node: str, into: Path) -> Path:
+    """Unpack a bundle with the real tar, as an operator would; returns the bundle folder."""
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-xzf", str(b.out / "bundles" / f"{node}.tar.gz"), "-C", str(into)], check=True)
+    return into / node
+
+
+def install(dash: str, folder: Path, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess:
+    return subprocess.run([dash, str(folder / "install.sh"), *args], capture_output=True, text=True,
+                          preexec_fn=lambda: os.umask(umask), timeout=120)
+
+
+def tree(root: Path) -> dict[str, tuple[int, int, bytes | None]]:
+    """path on the node -> (mode, mtime_ns, content) of everything under a staging root."""
+    found = {}
+    for p in sorted(root.rglob("*")):
+        st = p.lstat()
+        rel = "/" + str(p.relative_to(root))
+        found[rel] = (stat.S_IMODE(st.st_mode), st.st_mtime_ns, p.read_bytes() if p.is_file() else None)
+    return found
+
+
+def ancestors(path: str) -> set[str]:
+    parts = path.strip("/").split("/")
+    return {"/" + "/".join(parts[:i]) for i in range(1, len(parts))}
+
+
+# ---------------------------------------------------------------- installing --------------------
+
+@pytest.mark.parametrize("umask", [0o077, 0o000], ids=["umask077", "umask000"])
+@pytest.mark.parametrize("example,node", NODES)
+def test_install_lands_every_planned_file_with_its_mode(built, dash, tmp_path, example, node, umask):
+    b = built(example)
+    plan = b.plans[node]
+    folder = unpack(b, node, tmp_path / "bundle")
+    root = tmp_path / "root"
+    r = install(dash, folder, "--root", str(root), umask=umask)
+    assert r.returncode == 0, r.stderr
+    got = tree(root)
+    for f in plan.files:
+        assert f.path in got, f"{f.path} not installed"
+        mode, _, data = got[f.path]
+        assert data == f.data, f"{f.path}: content differs from the plan"
+        assert mode == f.mode, f"{f.path}: mode {mode:04o}, planned {f.mode:04o}"
+    for d in plan.directories:
+        assert d.path in got and got[d.path][2] is None, f"directory {d.path} not created"
+        assert got[d.path][0] == d.mode, f"{d.path}: mode {got[d.path][0]:04o}, planned {d.mode:04o}"
+    # Nothing outside the plan: every path is a planned file or directory, or a parent of one.
+    allowed = {f.path for f in plan.files} | {d.path for d in plan.directories}
+    allowed |= {a for p in set(allowed) for a in ancestors(p)}
+    assert set(got) <= allowed, f"not in the plan: {sorted(set(got) - allowed)}"
+    assert not list(folder.rglob("*.hardway-new")) and not list(root.rglob("*.hardway-new"))
+
+
+def test_workstation_bundle_is_used_in_place(built, tmp_path):
+    """No install.sh: the files sit at the top of workstation/, verified by the real sha256sum."""
+    b = built("ha")
+    plan = b.plans[WORKSTATION]
+    folder = unpack(b, WORKSTATION, tmp_path)
+    assert not (folder / "install.sh").exists()
+    r = subprocess.run(["sha256sum", "-c", "--strict", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(r.stdout.splitlines()) == len(plan.files)
+    for f in plan.files:
+        p = folder / f.path.lstrip("/")
+        assert p.read_bytes() == f.data
+        assert stat.S_IMODE(p.stat().st_mode) == f.mode
+    readme = (folder / "README.md").read_text()
+    for node in b.cluster.nodes:  # the bring-up order names every node
+        assert node.name in readme
+
+
+def test_archive_members_are_owned_by_root_with_fixed_times(built):
+    b = built("kthw")
+    with tarfile.open(b.out / "bundles" / "server.tar.gz") as tar:
+        members = tar.getmembers()
+    assert all(m.uid == 0 and m.gid == 0 and m.uname == "root" and m.gname == "root" for m in members)
+    assert {m.mtime for m in members} == {MTIME}
+    assert [m.name for m in members] == sorted((m.name for m in members), key=lambda n: n.split("/"))
+    modes = {m.name: m.mode for m in members}
+    for f in b.plans["server"].files:
+        assert modes[f"server/rootfs{f.path}"] == f.mode
+
+
+# ---------------------------------------------------------------- refusing ----------------------
+
+TAMPER = [
+    ("ha", "controller-0", "rootfs/etc/kubernetes/pki/kube-apiserver.key"),
+    ("ha", "controller-0", "rootfs/etc/kubernetes/encryption-config.yaml"),
+    ("ha", "controller-0", "rootfs/etc/systemd/system/etcd.service"),
+    ("ha", "lb", "rootfs/etc/haproxy/haproxy.cfg"),
+    ("kthw", "node-0", "rootfs/etc/kubernetes/kubelet.kubeconfig"),
+    ("kthw", "node-0", "rootfs/etc/kubernetes/pki/ca.crt"),
+    ("kthw", "server", "SHA256SUMS"),
+]
+
+
+def assert_refused(r: subprocess.CompletedProcess, root: Path) -> None:
+    assert r.returncode != 0, r.stdout
+    assert "nothing installed" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not root.exists() or not any(root.iterdir()), f"files were installed: {list(root.rglob('*'))[:5]}"
+
+
+@pytest.mark.parametrize("example,node,member", TAMPER, ids=[f"{e}-{n}-{Path(m).name}" for e, n, m in TAMPER])
+def test_a_flipped_byte_refuses_and_installs_nothing(built, dash, tmp_path, example, node, member):
+    folder = unpack(built(example), node, tmp_path / "bundle")
+    target = folder / member
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    target.write_bytes(bytes(data))
+    root = tmp_path / "root"
+    assert_refused(install(dash, folder, "--root", str(root)), root)
+
+
+def test_a_missing_file_refuses(built, dash, tmp_path):
+    folder = unpack(built("ha"), "node-1", tmp_path / "bundle")
+    (folder / "rootfs/etc/kubernetes/kube-proxy.kubeconfig").unlink()
+    root = tmp_path / "root"
+    r = install(dash, folder, "--root", str(root))
+    assert_refused(r, root)
+    assert "missing from the bundle: rootfs/etc/kubernetes/kube-proxy.kubeconfig" in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_an_extra_file_refuses(built, dash, tmp_path, kind):
+    folder = unpack(built("ha"), "node-1", tmp_path / "bundle")
+    extra = folder / "rootfs/etc/kubernetes/pki/ca.key"
+    if kind == "file":
+        extra.write_text("not planned for a worker\n")
+    else:
+        extra.symlink_to("/etc/passwd")
+    root = tmp_path / "root"
+    r = install(dash, folder, "--root", str(root))
+    assert_refused(r, root)
+    assert "rootfs/etc/kubernetes/pki/ca.key" in r.stderr
+
+
+def test_an_edited_file_with_its_checksum_updated_still_refuses(built, dash, tmp_path):
+    """SHA256SUMS must be the one install.sh was generated with: editing both is caught too."""
+    folder = unpack(built("ha"), "node-0", tmp_path / "bundle")
+    conf = folder / "rootfs/etc/kubernetes/kubelet-config.yaml"
+    conf.write_text(conf.read_text() + "# edited\n")
+    r = subprocess.run(["sha256sum", "rootfs/etc/kubernetes/kubelet-config.yaml"], cwd=folder, capture_output=True,
+                       text=True, check=True)
+    sums = folder / "SHA256SUMS"
+    lines = [r.stdout.strip() if line.endswith("kubelet-config.yaml") else line for line in sums.read_text().splitlines()]
+    sums.write_text("\n".join(lines) + "\n")
+    root = tmp_path / "root"
+    r = install(dash, folder, "--root", str(root))
+    assert_refused(r, root)
+    assert "SHA256SUMS differs" in r.stderr
+
+
+# ---------------------------------------------------------------- dry run, idempotency -----------
+
+def test_dry_run_changes_nothing(built, dash, tmp_path):
+    b = built("ha")
+    folder = unpack(b, "controller-1", tmp_path / "bundle")
+    root = tmp_path / "root"
+    r = install(dash, folder, "--dry-run", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert not root.exists()
+    plan = b.plans["controller-1"]
+    for f in plan.files:
+        assert f"would install {f.path} (mode {f.mode:o})" in r.stdout
+    # On an installed root with one file changed, it names that file only and changes nothing.
+    assert install(dash, folder, "--root", str(root)).returncode == 0
+    unit = root / "etc/systemd/system/etcd.service"
+    unit.write_text("edited\n")
+    before = tree(root)
+    r = install(dash, folder, "--dry-run", "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert [line for line in r.stdout.splitlines() if line.startswith("would")] == \
+        ["would install /etc/systemd/system/etcd.service (mode 644)"]
+    assert tree(root) == before
+
+
+def test_a_second_install_changes_nothing(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "server", tmp_path / "bundle")
+    root = tmp_path / "root"
+    assert install(dash, folder, "--root", str(root)).returncode == 0
+    before = tree(root)
+    r = install(dash, folder, "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert "0 change(s)" in r.stdout
+    assert tree(root) == before  # same modes, same mtimes, same bytes
+
+
+def test_reinstall_repairs_only_what_drifted(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "server", tmp_path / "bundle")
+    root = tmp_path / "root"
+    assert install(dash, folder, "--root", str(root)).returncode == 0
+    key = root / "etc/kubernetes/pki/ca.key"
+    key.chmod(0o644)
+    config = root / "etc/kubernetes/kube-scheduler.yaml"
+    config.write_text("drifted\n")
+    (root / "var/lib/etcd").chmod(0o755)
+    before = tree(root)
+    r = install(dash, folder, "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    after = tree(root)
+    assert after["/etc/kubernetes/pki/ca.key"][0] == 0o600
+    assert after["/var/lib/etcd"][0] == 0o700
+    assert after["/etc/kubernetes/kube-scheduler.yaml"][2] == (folder / "rootfs/etc/kubernetes/kube-scheduler.yaml").read_bytes()
+    untouched = [p for p in before if p not in ("/etc/kubernetes/pki/ca.key", "/etc/kubernetes/kube-scheduler.yaml",
+                                                 "/var/lib/etcd") and before[p][2] is not None]
+    assert untouched and all(after[p][1] == before[p][1] for p in untouched)
+    assert "3 change(s)" in r.stdout
+
+
+# ---------------------------------------------------------------- options -----------------------
+
+def test_help_and_bad_options(built, dash, tmp_path):
+    folder = unpack(built("ha"), "lb", tmp_path / "bundle")
+    r = install(dash, folder, "--help")
+    assert r.returncode == 0 and "--root DIR" in r.stdout and "--dry-run" in r.stdout and "--start" in r.stdout
+    r = install(dash, folder, "--frobnicate")
+    assert r.returncode == 2 and "unknown argument --frobnicate" in r.stderr
+    r = install(dash, folder, "--root")
+    assert r.returncode != 0 and "--root needs a directory" in r.stderr
+
+
+def test_start_refuses_with_root(built, dash, tmp_path):
+    folder = unpack(built("ha"), "lb", tmp_path / "bundle")
+    r = install(dash, folder, "--start", "--root", str(tmp_path / "root"))
+    assert r.returncode != 0 and "cannot be combined with --root" in r.stderr
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs here: --start would start units")
+def test_start_refuses_without_systemd(built, dash, tmp_path):
+    folder = unpack(built("ha"), "lb", tmp_path / "bundle")
+    r = install(dash, folder, "--start")
+    assert r.returncode != 0 and "needs systemd" in r.stderr
+
+
+def test_install_sh_is_posix_sh(built, prerequisite):
+    b = built("ha")
+    scripts = []
+    for node in ("lb", "controller-0", "node-0"):
+        with tarfile.open(b.out / "bundles" / f"{node}.tar.gz") as tar:
+            scripts.append(tar.extractfile(f"{node}/install.sh").read())
+    for shell in ("dash", "sh"):
+        for script in scripts:
+            r = subprocess.run([shell, "-n"], input=script, capture_output=True)
+            assert r.returncode == 0, r.stderr
+    if not shutil.which("shellcheck"):
+        prerequisite("shellcheck", "apt-get install -y shellcheck")
+    for script in scripts:
+        r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True)
+        assert r.returncode == 0, r.stdout.decode()
+
+
+# ---------------------------------------------------------------- --start -----------------------
+
+ISOLATED = ("/run", "/etc", "/opt", "/var/lib", "/usr/local/bin")  # tmpfs over each: the host is never touched
+
+
+def in_namespace(script: str, tmp_path: Path, prerequisite) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run `script` (sh) in a private mount namespace with tmpfs over ISOLATED, systemd faked: a
+    /run/systemd/system directory and a `systemctl` on PATH that records its arguments."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        prerequisite("root and unshare (a private mount namespace for --start)", "sudo (util-linux provides unshare)")
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    log = tmp_path / "systemctl.log"
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\n[ "$1" != is-active ] || echo active\n')
+    (fake / "systemctl").chmod(0o755)
+    mounts = " && ".join(f"mount -t tmpfs tmpfs {d}" for d in ISOLATED)
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"{mounts} && mkdir -p /run/systemd/system && PATH={fake}:$PATH && {script}"],
+                       capture_output=True, text=True, timeout=120)
+    return r, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("example,node", [("ha", "lb"), ("kthw", "node-0")])
+def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, prerequisite, example, node):
+    b = built(example)
+    plan = b.plans[node]
+    folder = unpack(b, node, tmp_path / "bundle")
+    # Fake binaries at the manifest's paths (a path ending in / is a directory of plugins).
+    binaries = [x["path"] if not x["path"].endswith("/") else x["path"] + "plugin"
+                for x in plan.notes.get("binaries", [])]
+    fake_binaries = " && ".join([f"mkdir -p {os.path.dirname(p)} && printf '#!/bin/sh\\n' > {p} && chmod 755 {p}"
+                                 for p in binaries] or [":"])
+    listing = " ".join(f.path for f in plan.files)
+    r, calls = in_namespace(f"{fake_binaries} && {dash} {folder}/install.sh --start && echo --- >> {tmp_path}/systemctl.log"
+                            f" && {dash} {folder}/install.sh --start && stat -c '%a %n' {listing}", tmp_path, prerequisite)
+    assert r.returncode == 0, r.stdout + r.stderr
+    first, second = calls[:calls.index("---")], calls[calls.index("---") + 1:]
+    expect = lambda verb: ["daemon-reload"] + [c for u in plan.units  # noqa: E731
+                                               for c in (f"enable --quiet {u}", f"{verb} {u}", f"is-active {u}")]
+    assert first == expect("restart")  # files were installed: (re)start them
+    assert second == expect("start")  # nothing changed: start is a no-op on running units
+    modes = dict(line.split(" ", 1)[::-1] for line in r.stdout.splitlines() if line.startswith(("6", "7")))
+    assert modes == {f.path: f"{f.mode:o}" for f in plan.files}
+
+
+def test_start_refuses_before_installing_when_binaries_are_missing(built, dash, tmp_path, prerequisite):
+    b = built("kthw")
+    folder = unpack(b, "server", tmp_path / "bundle")
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "binaries missing" in r.stderr and "/usr/local/bin/kube-apiserver" in r.stderr
+    assert calls == []
