@@ -26,11 +26,13 @@ DEFAULT_OUT = "out"
 GENERATED = ("bundles", "kubeconfigs", "nodes")
 PKI_STORE = "pki"
 
+
 def _example_names() -> list[str]:
     try:
         return resources.example_names()
     except HardwayError:
         return []
+
 
 def _spec_path(spec_arg: str | None) -> Path:
     if spec_arg:
@@ -41,14 +43,17 @@ def _spec_path(spec_arg: str | None) -> Path:
     err_console.print(f"[dim]no ./{DEFAULT_SPEC} here: using the built-in example kthw ({escape(str(builtin))})[/]")
     return builtin
 
+
 def _load(spec_arg: str | None) -> spec.Cluster:
     cluster = spec.load(_spec_path(spec_arg))
     for w in cluster.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
     return cluster
 
+
 def _fail(e: HardwayError) -> Exit:
     return Exit(f"error: {e}" if "\n" not in str(e) else f"error:\n{e}", code=e.exit_code)
+
 
 def _run(fn, *args, **kwargs) -> None:
     """Call a stage; a HardwayError becomes a message and a non-zero exit, never a traceback."""
@@ -60,6 +65,7 @@ def _run(fn, *args, **kwargs) -> None:
         raise Exit("interrupted", code=130) from None
     if code:
         raise Exit(code=code)
+
 
 @task(help={"example": "which example to start from: " + ", ".join(_example_names()),
             "spec": "where to write it (default: ./cluster.yaml)",
@@ -83,6 +89,7 @@ def init(c, example="kthw", spec=None, force=False):
         console.print(f"wrote {target} from the {example} example; edit it, then `{validate_hint}`", markup=False)
     _run(run)
 
+
 @task(help={"spec": SPEC_HELP})
 def validate(c, spec=None):
     """Check the cluster spec and print what it describes. Writes nothing."""
@@ -91,11 +98,13 @@ def validate(c, spec=None):
         print_summary(_load(spec))
     _run(run)
 
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def plan(c, spec=None, out=DEFAULT_OUT):
     """Show what `pki` and `bundle` would create, keep, change or remove, and why. Writes nothing."""
     from .commands import run_plan
     _run(lambda: run_plan(_load(spec), Path(out)))
+
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
             "import-ca": "adopt an existing CA: NAME=CERT,KEY with NAME one of ca, etcd-ca, front-proxy-ca (repeatable)"},
@@ -105,11 +114,13 @@ def pki(c, spec=None, out=DEFAULT_OUT, import_ca=None):
     from .commands import run_pki
     _run(lambda: run_pki(_load(spec), Path(out), import_ca=list(import_ca or [])))
 
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def kubeconfigs(c, spec=None, out=DEFAULT_OUT):
     """Write one kubeconfig per identity to <out>/kubeconfigs (runs `pki` first)."""
     from .commands import run_kubeconfigs
     _run(lambda: run_kubeconfigs(_load(spec), Path(out)))
+
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def units(c, spec=None, out=DEFAULT_OUT):
@@ -117,17 +128,20 @@ def units(c, spec=None, out=DEFAULT_OUT):
     from .commands import run_units
     _run(lambda: run_units(_load(spec), Path(out)))
 
+
 @task(default=True, help={"spec": SPEC_HELP, "out": OUT_HELP})
 def bundle(c, spec=None, out=DEFAULT_OUT):
     """Everything: reconcile the PKI, render, and write one bundle per node to <out>/bundles/."""
     from .commands import run_bundle
     _run(lambda: run_bundle(_load(spec), Path(out)))
 
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=DEFAULT_OUT, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
     from .commands import run_check
     _run(lambda: run_check(_load(spec), Path(out), as_json=json))
+
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
             "entry": "renew only this catalog entry (e.g. kube-apiserver)",
@@ -137,6 +151,7 @@ def renew(c, spec=None, out=DEFAULT_OUT, entry=None, node=None, rotate_keys=Fals
     """Re-issue leaf certificates with the same identity. CAs are reported, never renewed."""
     from .commands import run_renew
     _run(lambda: run_renew(_load(spec), Path(out), entry=entry, node=node, rotate_keys=rotate_keys))
+
 
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
             "yes": "confirm --pki without asking"})
@@ -170,5 +185,10 @@ def clean(c, out=DEFAULT_OUT, pki=False, yes=False):
     if not removed:
         console.print(f"nothing to clean in {root}", markup=False)
 
+
 ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, renew, clean)
+
+from .lab.tasks import collection as lab_collection  # noqa: E402  (the lab.* tasks: docs/lab.md)
+
+ns.add_collection(lab_collection, name="lab")
 

@@ -1,0 +1,574 @@
+"""`lab.up`, `lab.status`, `lab.down`: a cluster's control plane from its own bundles, on one machine.
+
+up:   bundle the spec (`hardway bundle`), install each controller's and load balancer's bundle with
+      its own `install.sh --root <labdir>/<node>/root`, build the network (netns.py), then start
+      every unit from the unit file install.sh installed, in a global order (all etcd members, all
+      API servers, controller-managers and schedulers, load balancers), each inside its node's
+      namespace (sandbox.py), waiting for each stage to answer its readiness probe (probes.py).
+status: every process (alive, PID, log) and every probe's answer.
+down: stop every process by PID (SIGTERM, then SIGKILL), then delete every namespace (their veths go
+      with them). Idempotent, and safe when nothing is up. Logs and installed roots stay for reading.
+
+The state of a lab is one JSON file, `<labdir>/lab.json`, written before each side effect it
+records, so that `down` can undo a half-finished `up`. Workers are not simulated: they need a
+container runtime and a kubelet, which the lab does not run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import binaries as binaries_mod
+from ..plan import WORKSTATION
+from ..spec import Cluster
+from . import netns, procs
+from .netns import LabError, Network
+from .probes import Probe, host_path, loadbalancer_probe, probe_for, run_probe
+from .procs import Process
+from .sandbox import CLEAN_PATH, Sandbox, mount_roots
+from .units import ServiceUnit, UnitError, parse_unit
+
+# The order the lab starts components in, across nodes. Workers' units are not run.
+STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3}
+WORKER_BINARIES = ("containerd", "kubelet", "kube-proxy")
+LAB_BINARIES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+STATE = "lab.json"
+HOSTS = "hosts.txt"  # node names are DNS labels (no dot): no node directory can clash with these
+WS_SCRIPT = "workstation.sh"
+UNIT_DIR = "etc/systemd/system"
+
+Say = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Lab:
+    """A lab as recorded in lab.json; methods run programs inside it."""
+
+    labdir: Path
+    cluster: str
+    version: str
+    api_url: str
+    network: Network | None = None
+    namespaces: list[str] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    binds: dict[str, list[list[str]]] = field(default_factory=dict)  # node -> [[host source, node path]]
+    notes: list[str] = field(default_factory=list)  # what the lab does differently from real nodes
+
+    # ------------------------------------------------------------ paths
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.labdir / "bin"
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.labdir / HOSTS
+
+    @property
+    def workstation(self) -> Path:
+        """The unpacked workstation bundle: admin.kubeconfig, ca.crt, manifests/."""
+        return self.labdir / WORKSTATION
+
+    def root(self, node: str) -> Path:
+        return self.labdir / node / "root"
+
+    def on_host(self, node: str, path: str) -> Path:
+        """Where a file of a node (or of the workstation bundle) is on this machine."""
+        base = self.workstation if node == WORKSTATION else self.root(node)
+        return base / path.lstrip("/")
+
+    # ------------------------------------------------------------ state
+
+    def save(self) -> None:
+        self.labdir.mkdir(parents=True, exist_ok=True)
+        data = {
+            "cluster": self.cluster, "version": self.version, "api_url": self.api_url,
+            "network": self.network.to_dict() if self.network else None,
+            "namespaces": self.namespaces,
+            "processes": [p.to_dict() for p in self.processes],
+            "probes": [p.to_dict() for p in self.probes],
+            "binds": self.binds, "notes": self.notes,
+        }
+        tmp = self.labdir / f".{STATE}.tmp"
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, self.labdir / STATE)
+
+    @classmethod
+    def load(cls, labdir: Path) -> "Lab":
+        labdir = Path(labdir).absolute()
+        try:
+            data = json.loads((labdir / STATE).read_text())
+        except FileNotFoundError:
+            raise LabError(f"no lab in {labdir} (no {STATE}); start one with `hardway lab.up`") from None
+        except (OSError, ValueError) as e:
+            raise LabError(f"cannot read {labdir / STATE}: {e}") from None
+        return cls(
+            labdir=labdir, cluster=data["cluster"], version=data["version"], api_url=data["api_url"],
+            network=Network.from_dict(data["network"]) if data.get("network") else None,
+            namespaces=list(data.get("namespaces", [])),
+            processes=[Process.from_dict(p) for p in data.get("processes", [])],
+            probes=[Probe.from_dict(p) for p in data.get("probes", [])],
+            binds=data.get("binds", {}), notes=list(data.get("notes", [])),
+        )
+
+    # ------------------------------------------------------------ running things inside
+
+    def sandbox(self, node: str) -> Sandbox:
+        if self.network is None:
+            raise LabError("the lab has no network yet")
+        return Sandbox(
+            netns=self.network.member(node).netns,
+            hostname=node,
+            hosts_file=self.hosts_file,
+            scratch=self.labdir / node / ".mnt" if node != WORKSTATION else self.labdir / ".mnt-workstation",
+            binds=tuple((Path(src), dst) for src, dst in self.binds.get(node, [])),
+        )
+
+    def env(self, node: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        # kubectl keeps a discovery cache under $HOME: keep it in the lab, not in ~/.kube.
+        env = {"PATH": f"{self.bin_dir}:{CLEAN_PATH}", "HOME": str(self.labdir / ".home")}
+        if node == WORKSTATION:
+            env["KUBECONFIG"] = str(self.workstation / "admin.kubeconfig")
+        env.update(extra or {})
+        return env
+
+    def command(self, node: str, argv: list[str], workdir: str | None = None) -> list[str]:
+        return self.sandbox(node).command(argv, workdir)
+
+    def run(self, node: str, argv: list[str], *, timeout: float = 60, input: str | bytes | None = None,
+            env: dict[str, str] | None = None, text: bool = True) -> subprocess.CompletedProcess:
+        """Run a program on a node (or WORKSTATION) of the lab; output captured (as text by default)."""
+        self.scratch_dir(node)
+        return subprocess.run(self.command(node, argv), capture_output=True, text=text, timeout=timeout,
+                              input=input, env=self.env(node, env))
+
+    def scratch_dir(self, node: str) -> Path:
+        path = self.sandbox(node).scratch
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def process(self, node: str, unit: str) -> Process:
+        for p in self.processes:
+            if p.node == node and p.unit in (unit, f"{unit}.service"):
+                return p
+        raise KeyError(f"{node}/{unit}")
+
+    def stop_unit(self, node: str, unit: str, grace: float = 10.0) -> None:
+        """Stop one process of the lab (the HA test takes a controller's members away)."""
+        procs.stop([self.process(node, unit)], grace)
+
+    def check(self) -> list[tuple[Probe, bool, str]]:
+        """Every readiness probe of the lab, run now: (probe, ready, answer)."""
+        return [(p, *self.probe(p)) for p in self.probes]
+
+    def probe(self, probe: Probe) -> tuple[bool, str]:
+        return run_probe(probe, self._probe_command)
+
+    def _probe_command(self, node: str, argv: list[str]) -> list[str]:
+        self.scratch_dir(node)
+        return self.command(node, argv)
+
+
+# ---------------------------------------------------------------- up ----------------------------
+
+def find_lab_binaries(cluster: Cluster, bin_dir: str | None) -> dict[str, Path]:
+    version = str(cluster.version)
+    found = binaries_mod.find_binaries(version, bin_dir)
+    missing = [b for b in LAB_BINARIES if b not in found]
+    if missing:
+        where = [str(d) for d in ([bin_dir] if bin_dir else []) + ([os.environ["HARDWAY_BIN_DIR"]] if os.environ.get("HARDWAY_BIN_DIR") else [])]
+        where.append(str(binaries_mod.cache_dir(version)))
+        raise LabError(
+            f"the lab needs the {version} binaries {', '.join(missing)}, not found in {', '.join(where)}; "
+            f"build them with `hardway lab.binaries` (or `python -m hardway.binaries`), or point "
+            f"--bin-dir / HARDWAY_BIN_DIR at a directory holding the official release binaries")
+    return found
+
+
+def find_haproxy() -> str:
+    path = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
+    if not path:
+        raise LabError("the cluster has a load balancer, and the lab runs it with HAProxy, which is not "
+                       "installed: `apt-get update && apt-get install -y haproxy`")
+    return path
+
+
+def is_up(labdir: Path) -> bool:
+    """Whether anything of a lab still exists: a live process or a namespace."""
+    labdir = Path(labdir).absolute()
+    if netns.existing_namespaces(netns.lab_prefix(labdir)):
+        return True
+    try:
+        lab = Lab.load(labdir)
+    except LabError:
+        return False
+    return any(procs.alive(p) for p in lab.processes)
+
+
+def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str | None = None,
+       timeout: float = 180.0, say: Say = _quiet) -> Lab:
+    """Bring the lab up; on any failure, take down everything started so far and raise."""
+    out = Path(out).absolute()
+    labdir = Path(labdir or out / "lab").absolute()
+    netns.require_netns_support()
+    found = find_lab_binaries(cluster, bin_dir)
+    if cluster.loadbalancers:
+        find_haproxy()
+    if is_up(labdir):
+        raise LabError(f"a lab is already up in {labdir}; `hardway lab.down --lab-dir {labdir}` first")
+    if (labdir / STATE).exists():
+        down(labdir)  # leftovers of a lab that died: nothing runs, clear the record
+
+    say(f"bundling {cluster.name} into {out}/bundles")
+    from ..commands import run_bundle
+    if run_bundle(cluster, out):
+        raise LabError("`hardway bundle` failed; the lab needs its bundles")
+    from ..pki import load_materials
+    from ..render import node_plan
+    materials = load_materials(cluster, out / "pki")
+
+    lab = Lab(labdir=labdir, cluster=cluster.name, version=str(cluster.version), api_url=cluster.api_url)
+    nodes = netns.lab_nodes(cluster)
+    workers = [n.name for n in cluster.nodes if not (n.is_controller or n.is_loadbalancer)]
+    if workers:
+        lab.notes.append(f"workers not simulated ({_short(workers)}): the lab runs no container runtime or kubelet")
+    lab.save()
+    try:
+        _link_binaries(lab, found)
+        plans = {n.name: node_plan(cluster, materials, n.name) for n in nodes}
+        ws_plan = node_plan(cluster, materials, WORKSTATION)
+        for node in nodes:
+            say(f"installing the {node.name} bundle with its install.sh")
+            _install(lab, out, node.name)
+        _unpack_workstation(lab, out)
+        services = _read_units(lab, plans, say)
+        lab.network = netns.plan_network(cluster, netns.lab_prefix(labdir))
+        lab.save()
+        say(f"network: {lab.network.subnet} on a bridge in namespace {lab.network.bridge_netns}; "
+            f"workstation at {lab.network.member(WORKSTATION).address}")
+
+        def record(name: str) -> None:
+            lab.namespaces.append(name)
+            lab.save()
+        netns.create(lab.network, record)
+        _write_hosts(lab, cluster, ws_plan, plans)
+        _write_workstation_script(lab)
+        _start(lab, cluster, services, timeout, say)
+    except BaseException:
+        say("failed: taking the lab down again")
+        down(labdir)
+        raise
+    return lab
+
+
+def _short(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _link_binaries(lab: Lab, found: dict[str, Path]) -> None:
+    """<labdir>/bin: one symlink per binary, so units, probes and the workstation share one PATH."""
+    shutil.rmtree(lab.bin_dir, ignore_errors=True)
+    lab.bin_dir.mkdir(parents=True)
+    for name, path in found.items():
+        (lab.bin_dir / name).symlink_to(path)
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    if not archive.is_file():
+        raise LabError(f"{archive} is missing; `hardway bundle` should have written it")
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _install(lab: Lab, out: Path, node: str) -> None:
+    base = lab.labdir / node
+    for sub in ("bundle", "root", "logs", "run", ".mnt"):
+        shutil.rmtree(base / sub, ignore_errors=True)
+    _extract(out / "bundles" / f"{node}.tar.gz", base / "bundle")
+    script = base / "bundle" / node / "install.sh"
+    proc = subprocess.run(["sh", str(script), "--root", str(lab.root(node))], capture_output=True, text=True)
+    (base / "install.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise LabError(f"{node}: `sh install.sh --root {lab.root(node)}` failed (exit {proc.returncode}):\n"
+                       + procs.log_tail(base / "install.log"))
+
+
+def _unpack_workstation(lab: Lab, out: Path) -> None:
+    """The workstation bundle has no installer: its folder is used in place."""
+    tmp = lab.labdir / ".workstation-bundle"
+    _extract(out / "bundles" / f"{WORKSTATION}.tar.gz", tmp)
+    shutil.rmtree(lab.workstation, ignore_errors=True)
+    (tmp / WORKSTATION).rename(lab.workstation)
+    shutil.rmtree(tmp)
+    check = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=lab.workstation, capture_output=True, text=True)
+    if check.returncode != 0:
+        raise LabError(f"the workstation bundle fails its SHA256SUMS:\n{check.stdout}{check.stderr}")
+
+
+@dataclass(frozen=True)
+class _Service:
+    node: str
+    unit: ServiceUnit
+    stage: int
+
+
+def _read_units(lab: Lab, plans: dict, say: Say) -> list[_Service]:
+    """Every unit the lab runs, parsed from the installed unit files, in global start order; and
+    each node's bind mounts (the directories its plan and units use)."""
+    services = []
+    for node, plan in plans.items():
+        root = lab.root(node)
+        paths = [f.path for f in plan.files] + [d.path for d in plan.directories] + ["/run"]
+        for unit_name in plan.units:
+            unit_file = root / UNIT_DIR / unit_name
+            try:
+                unit = parse_unit(unit_file.read_text(), unit_name)
+            except FileNotFoundError:
+                raise LabError(f"{node}: unit {unit_name} is in the plan but install.sh did not install "
+                               f"/{UNIT_DIR}/{unit_name}") from None
+            except UnitError as e:
+                raise LabError(f"{node}: {e}") from None
+            if unit.binary in WORKER_BINARIES:
+                lab.notes.append(f"{node}/{unit_name}: a worker component, not run in the lab")
+                continue
+            paths += list(unit.directories)
+            services.append(_Service(node, unit, STAGES.get(unit.binary, max(STAGES.values()) + 1)))
+        binds = []
+        for target in mount_roots(paths):
+            if not Path("/" + target.split("/")[1]).exists():
+                continue  # e.g. /opt/cni of a controller+worker on a host without /opt: workers' only
+            source = root / target.lstrip("/")
+            if not source.exists():
+                source.mkdir(parents=True, mode=0o755)  # e.g. /run, or a unit's RuntimeDirectory=
+            binds.append([str(source), target])
+        lab.binds[node] = binds
+    lab.save()
+    return sorted(services, key=lambda s: s.stage)  # stable: spec order, then plan order
+
+
+def _hosts_lines(entries) -> list[str]:
+    """The plan's hosts notes, as /etc/hosts lines, whether given as lines or as mappings."""
+    lines = []
+    for e in entries or []:
+        if isinstance(e, str):
+            lines.append(e.strip())
+        elif isinstance(e, dict):
+            names = [e.get("fqdn"), e.get("name"), *e.get("names", [])]
+            lines.append(" ".join([str(e["address"])] + [n for n in names if n]))
+    return [l for l in lines if l and not l.startswith("#")]
+
+
+def _write_hosts(lab: Lab, cluster: Cluster, ws_plan, plans: dict) -> None:
+    notes = ws_plan.notes.get("hosts") or next((p.notes.get("hosts") for p in plans.values() if p.notes.get("hosts")), [])
+    lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"] + _hosts_lines(notes)
+    known = {name for line in lines for name in line.split()[1:]}
+    for node in cluster.nodes:  # the plan's lines should hold them all; never leave one out
+        missing = [n for n in node.hostnames if n not in known]
+        if missing:
+            lines.append(" ".join([str(node.address), *missing]))
+            known.update(missing)
+    endpoint = cluster.api_endpoint
+    if not _is_ip(endpoint) and endpoint not in known:
+        target = (cluster.loadbalancers or cluster.controllers)[0].address
+        lines.append(f"{target} {endpoint}")
+    lab.hosts_file.write_text("\n".join(lines) + "\n")
+
+
+def _is_ip(value: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
+def _write_workstation_script(lab: Lab) -> None:
+    """<labdir>/workstation.sh CMD...: run a client in the lab's workstation namespace."""
+    import shlex
+    sandbox = lab.sandbox(WORKSTATION)
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in lab.env(WORKSTATION).items())
+    script = (
+        "#!/bin/sh\n"
+        f"# Run a command in the workstation namespace of the {lab.cluster} lab, with the lab's\n"
+        "# /etc/hosts, its kubectl and etcdctl on PATH and KUBECONFIG=workstation/admin.kubeconfig.\n"
+        f"#   sh {lab.labdir / WS_SCRIPT} kubectl get --raw /readyz\n"
+        "set -eu\n"
+        "[ $# -gt 0 ] || { echo \"usage: $0 COMMAND [ARG...]\" >&2; exit 2; }\n"
+        f"mkdir -p {shlex.quote(str(sandbox.scratch))}\n"
+        f"exec env -i {env} {shlex.join(sandbox.command([]))} \"$@\"\n"
+    )
+    path = lab.labdir / WS_SCRIPT
+    path.write_text(script)
+    path.chmod(0o755)
+
+
+def _argv(lab: Lab, node: str, argv: tuple[str, ...]) -> list[str]:
+    """The unit's command with its program taken from the lab's binaries when we have it."""
+    name = argv[0].rsplit("/", 1)[-1]
+    if (lab.bin_dir / name).exists():
+        return [str(lab.bin_dir / name), *argv[1:]]
+    if os.access(argv[0], os.X_OK):
+        return list(argv)
+    raise LabError(f"{node}: cannot run {argv[0]}: neither a lab binary ({', '.join(LAB_BINARIES)}) nor "
+                   f"installed on this machine")
+
+
+def _global_maxconn(config: str) -> int | None:
+    section = None
+    for line in config.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if not line[0].isspace():
+            section = words[0]
+        elif section == "global" and words[0] == "maxconn" and len(words) > 1 and words[1].isdigit():
+            return int(words[1])
+    return None
+
+
+def _fit_haproxy(lab: Lab, node: str, argv: list[str]) -> list[str]:
+    """HAProxy refuses to start when its global maxconn needs more file descriptors (two per
+    connection, plus a few) than the hard limit allows. On a real node systemd's default hard limit
+    (524288) is plenty; a container may cap it lower. Then, and only then, the lab lowers maxconn
+    with HAProxy's own `-n` flag, and says so."""
+    if "-f" not in argv[:-1]:
+        return argv
+    config = lab.on_host(node, argv[argv.index("-f") + 1])
+    maxconn = _global_maxconn(config.read_text()) if config.is_file() else None
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if maxconn is None or hard == resource.RLIM_INFINITY or 2 * maxconn + 100 <= hard:
+        return argv
+    lowered = (hard - 100) // 2
+    lab.notes.append(f"{node}/haproxy: maxconn {maxconn} needs {2 * maxconn + 100} open files but this machine's "
+                     f"hard limit is {hard}; the lab runs HAProxy with -n {lowered}")
+    lab.save()
+    return [argv[0], "-n", str(lowered), *argv[1:]]
+
+
+def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float, say: Say) -> None:
+    for stage in sorted({s.stage for s in services}):
+        batch = [s for s in services if s.stage == stage]
+        probes = []
+        for s in batch:
+            base = lab.labdir / s.node
+            unit_stem = s.unit.name.removesuffix(".service")
+            log = base / "logs" / f"{unit_stem}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            lab.scratch_dir(s.node)
+            for may_fail, pre in s.unit.pre:  # ExecStartPre=, e.g. HAProxy's configuration check
+                check = subprocess.run(lab.command(s.node, _argv(lab, s.node, pre), s.unit.working_directory),
+                                       capture_output=True, text=True, env=lab.env(s.node, s.unit.environment),
+                                       timeout=60)
+                with open(log, "a") as f:
+                    f.write(f"--- ExecStartPre {' '.join(pre)}: exit {check.returncode}\n{check.stdout}{check.stderr}")
+                if check.returncode != 0 and not may_fail:
+                    raise LabError(f"{s.node}/{s.unit.name}: ExecStartPre `{' '.join(pre)}` failed "
+                                   f"(exit {check.returncode}):\n{(check.stdout + check.stderr).strip()[-2000:]}")
+            argv = _argv(lab, s.node, s.unit.argv)
+            if s.unit.binary == "haproxy":
+                argv = _fit_haproxy(lab, s.node, argv)
+            say(f"starting {s.node}/{s.unit.name}")
+            proc = procs.start(s.node, s.unit.name, lab.command(s.node, argv, s.unit.working_directory),
+                               lab.env(s.node, s.unit.environment),
+                               log, base / "run" / f"{unit_stem}.pid", s.stage)
+            lab.processes.append(proc)
+            lab.save()
+            if s.unit.binary == "haproxy":
+                ca = lab.workstation / "ca.crt"
+                probes.append((proc, loadbalancer_probe(WORKSTATION, str(ca), str(cluster.node(s.node).address), cluster.api_port)))
+            else:
+                probe = probe_for(s.node, s.unit, host_path(lab.root(s.node)))
+                if probe:
+                    probes.append((proc, probe))
+        for proc, probe in probes:
+            lab.probes.append(probe)
+            lab.save()
+            _wait_ready(lab, proc, probe, timeout, say)
+
+
+def _wait_ready(lab: Lab, proc: Process, probe: Probe, timeout: float, say: Say) -> None:
+    started = time.monotonic()
+    answer = ""
+    while True:
+        if not procs.alive(proc):
+            raise LabError(f"{proc.node}/{proc.unit} exited while starting; the end of {proc.log}:\n"
+                           + procs.log_tail(proc.log))
+        ok, answer = lab.probe(probe)
+        if ok:
+            say(f"  ready after {time.monotonic() - started:.1f}s: {probe.what}")
+            return
+        if time.monotonic() - started > timeout:
+            raise LabError(f"{probe.what}: not ready after {timeout:.0f}s (last answer: {answer}); the end of "
+                           f"{proc.log}:\n" + procs.log_tail(proc.log))
+        time.sleep(1.0)
+
+
+# ---------------------------------------------------------------- status, down ------------------
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    process: Process
+    alive: bool
+
+
+def status(labdir: Path) -> tuple[Lab, list[ProcessStatus], list[tuple[Probe, bool, str]]]:
+    lab = Lab.load(labdir)
+    rows = [ProcessStatus(p, procs.alive(p)) for p in lab.processes]
+    missing = [n for n in lab.namespaces if n not in set(netns.existing_namespaces())]
+    if missing:
+        raise LabError(f"the lab in {lab.labdir} is broken: namespaces {', '.join(missing)} are gone; "
+                       f"`hardway lab.down --lab-dir {lab.labdir}` cleans up the rest")
+    checks = lab.check() if lab.network else []
+    return lab, rows, checks
+
+
+def down(labdir: Path, say: Say = _quiet) -> list[str]:
+    """Stop every process and delete every namespace of the lab in `labdir`. Returns what it did."""
+    labdir = Path(labdir).absolute()
+    done: list[str] = []
+    try:
+        lab = Lab.load(labdir)
+    except LabError:
+        lab = None
+    if lab is not None:
+        for stage in sorted({p.stage for p in lab.processes}, reverse=True):
+            batch = [p for p in lab.processes if p.stage == stage and procs.alive(p)]
+            for p in batch:
+                say(f"stopping {p.node}/{p.unit} (pid {p.pid})")
+                done.append(f"stopped {p.node}/{p.unit} (pid {p.pid})")
+            done += procs.stop(batch)
+        for p in lab.processes:
+            Path(p.pid_file).unlink(missing_ok=True)
+    # Whatever still runs inside the lab's namespaces was started by the lab (probes, strays).
+    names = list(lab.namespaces if lab else [])
+    names += [n for n in netns.existing_namespaces(netns.lab_prefix(labdir)) if n not in names]
+    present = set(netns.existing_namespaces())
+    for name in names:
+        if name in present:
+            pids = netns.namespace_pids(name)
+            if pids:
+                done.append(f"stopped {len(pids)} more process(es) in namespace {name}")
+                procs.kill_pids(pids)
+    for name in netns.destroy(names):
+        say(f"deleted namespace {name}")
+        done.append(f"deleted namespace {name}")
+    (labdir / STATE).unlink(missing_ok=True)
+    return done
