@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import NotBuiltYet
 from .output import console, err_console
 from .spec import Cluster
 

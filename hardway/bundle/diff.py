@@ -50,39 +50,13 @@ class NodeChange:
 
 # ---------------------------------------------------------------- what pki would produce --------
 
-class _Overlay:
-    """A store that reads through to the disk and keeps every write in memory."""
-
-    def __init__(self, disk):
-        self.disk = disk
-        self.files: dict[str, bytes] = {}
-
-    def read(self, rel: str) -> bytes | None:
-        return self.files[rel] if rel in self.files else self.disk.read(rel)
-
-    def write(self, rel: str, data: bytes) -> None:
-        self.files[rel] = data
-
-
 def preview_materials(cluster: Cluster, store_dir: Path):
-    """(actions, materials) as `hardway pki` would leave them, computed without writing.
+    """(actions, materials) as `hardway pki` would leave them, computed without writing
+    (the PKI engine's own preview, so it cannot disagree with a real run)."""
+    from ..pki import preview
 
-    Uses the PKI engine's own assess/execute steps over an in-memory overlay of the store, so the
-    preview cannot disagree with a real run. Raises HardwayError when the store needs attention.
-    """
-    from ..pki.catalog import default_catalog
-    from ..pki.issue import now
-    from ..pki.reconcile import KEEP, _execute, _materials, _raise_errors, assess
-    from ..pki.store import DiskStore
-
-    catalog = default_catalog()
-    at = now()
-    store = _Overlay(DiskStore(Path(store_dir)))
-    assessment = assess(cluster, store, catalog, at)
-    _raise_errors(assessment.errors)
-    todo = [leaf for leaf in assessment.leaves if leaf.action.action != KEEP]
-    _execute(cluster, store, assessment, todo, at, lambda n=1: None)
-    return assessment.actions, _materials(cluster, store, catalog)
+    result = preview(cluster, Path(store_dir))
+    return result.actions, result.materials
 
 
 # ---------------------------------------------------------------- why a file changed ------------
