@@ -9,15 +9,28 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import check_directory_path
 from .output import console, err_console
 from .spec import Cluster
 
 
+def _check_out(out: Path, *children: str) -> None:
+    """Before anything is written: `out` and the directories of it a task uses are (or can be) directories."""
+    check_directory_path(out, "the output directory")
+    for child in children:
+        check_directory_path(out / child, f"the {child} directory", f"move {out / child} away, or choose another --out")
+
+
 def run_plan(cluster: Cluster, out: Path) -> int:
-    from .pki import ERROR, plan_actions
+    from .pki import ERROR
+    from .pki.reconcile import plan_report
     from .pki.report import actions_table, summary_line
-    actions = plan_actions(cluster, out / "pki")
+    _check_out(out, "pki", "bundles")
+    report = plan_report(cluster, out / "pki")
+    actions = report.actions
     console.print(actions_table(actions, title=f"PKI store {out / 'pki'}"))
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {note}")
     console.print(f"pki: {summary_line(actions, ('to create', 'to keep', 'to re-issue'))}")
     if any(a.action == ERROR for a in actions):
         console.print("bundles: not planned until the PKI store's errors above are fixed")
@@ -30,11 +43,14 @@ def run_plan(cluster: Cluster, out: Path) -> int:
     return 0
 
 
-def run_pki(cluster: Cluster, out: Path, import_ca: list[str]) -> int:
+def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[str] = (),
+            retire_old_encryption: bool = False) -> int:
     from .pki import KEEP, parse_import, reconcile
     from .pki.report import actions_table, summary_line
+    _check_out(out, "pki")
     imports = [parse_import(arg) for arg in import_ca]
-    result = reconcile(cluster, out / "pki", import_ca=imports)
+    result = reconcile(cluster, out / "pki", import_ca=imports, new_secrets=new_secret,
+                       retire_old_encryption=retire_old_encryption)
     if any(a.action != KEEP for a in result.actions):
         console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}"))
     for note in result.notes:
@@ -47,6 +63,7 @@ def _reconciled_materials(cluster: Cluster, out: Path):
     """Reconcile the PKI store (as `pki` does) and return its materials, for the rendering tasks."""
     from .pki import KEEP, reconcile
     from .pki.report import summary_line
+    _check_out(out, "pki")
     result = reconcile(cluster, out / "pki")
     for note in result.notes:
         err_console.print(f"[dim]note:[/] {note}")
@@ -59,6 +76,7 @@ def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
     from .output import progress
     from .render.kubeconfigs import count
     from .render.write import write_kubeconfigs
+    _check_out(out, "kubeconfigs")
     materials = _reconciled_materials(cluster, out)
     target = out / "kubeconfigs"
     with progress("writing kubeconfigs", count(cluster)) as advance:
@@ -76,6 +94,7 @@ def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
 def run_units(cluster: Cluster, out: Path) -> int:
     from .output import progress
     from .render.write import write_node_trees
+    _check_out(out, "nodes")
     materials = _reconciled_materials(cluster, out)
     target = out / "nodes"
     with progress("rendering nodes", len(cluster.nodes) + 1) as advance:
@@ -93,6 +112,7 @@ def run_units(cluster: Cluster, out: Path) -> int:
 def run_bundle(cluster: Cluster, out: Path) -> int:
     from .bundle import write_bundles
     from .bundle.report import print_run
+    _check_out(out, "bundles")
     materials = _reconciled_materials(cluster, out)
     print_run(write_bundles(cluster, materials, out))
     return 0
@@ -101,6 +121,7 @@ def run_bundle(cluster: Cluster, out: Path) -> int:
 def run_check(cluster: Cluster, out: Path, as_json: bool) -> int:
     from .pki import check_store
     from .pki.report import check_table
+    _check_out(out, "pki", "bundles")
     report = check_store(cluster, out / "pki")
     bundles = _check_bundles(cluster, out)
     if as_json:
@@ -146,6 +167,7 @@ def _print_bundle_check(bundles) -> None:
 def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, rotate_keys: bool) -> int:
     from .pki import renew
     from .pki.report import actions_table, summary_line
+    _check_out(out, "pki")
     result = renew(cluster, out / "pki", entry=entry, node=node, rotate_keys=rotate_keys)
     console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}", show_kept=True))
     for note in result.notes:

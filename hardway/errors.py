@@ -1,5 +1,8 @@
 """The errors a user can cause. Each carries a message meant for the user, never a traceback."""
 
+import stat
+from pathlib import Path
+
 
 class HardwayError(Exception):
     """Base of every expected failure: the task prints the message and exits non-zero."""
@@ -23,3 +26,21 @@ class NotBuiltYet(HardwayError):
     """A stage that a later piece of work will provide."""
 
     exit_code = 3
+
+
+def check_directory_path(path, what: str, hint: str = "choose another --out") -> None:
+    """A HardwayError when `path` (a directory to use or create) cannot be one: it, or the nearest of
+    its ancestors that exists, is not a directory. Called before anything is written."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        try:
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):  # not there yet, or below a file: look further up
+            continue
+        except OSError as e:  # e.g. EACCES: say so instead of guessing
+            raise HardwayError(f"cannot use {path} as {what}: {p}: {e.strerror}; {hint}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a regular file" if stat.S_ISREG(st.st_mode) else "not a directory"
+            where = f"{path} is {kind}" if p == path else f"{p}, on its path, is {kind}"
+            raise HardwayError(f"cannot use {path} as {what}: {where}, not a directory; {hint}")
+        return

@@ -56,11 +56,18 @@ def _fail(e: HardwayError) -> Exit:
 
 
 def _run(fn, *args, **kwargs) -> None:
-    """Call a stage; a HardwayError becomes a message and a non-zero exit, never a traceback."""
+    """Call a stage; a HardwayError becomes a message and a non-zero exit, never a traceback. So does,
+    as a last resort, a filesystem error no stage foresaw (a full disk, a read-only mount, EACCES)."""
     try:
         code = fn(*args, **kwargs)
     except HardwayError as e:
         raise _fail(e) from None
+    except BrokenPipeError:
+        raise  # the reader of our output left: the console command handles it quietly
+    except OSError as e:
+        where = e.filename2 or e.filename  # a rename names its target second
+        raise _fail(HardwayError(f"cannot write {where}: {e.strerror or e}" if where else
+                                 f"cannot write the output: {e.strerror or e}")) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", code=130) from None
     if code:
@@ -107,12 +114,17 @@ def plan(c, spec=None, out=DEFAULT_OUT):
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
-            "import-ca": "adopt an existing CA: NAME=CERT,KEY with NAME one of ca, etcd-ca, front-proxy-ca (repeatable)"},
-      iterable=["import_ca"])
-def pki(c, spec=None, out=DEFAULT_OUT, import_ca=None):
+            "import-ca": "adopt an existing CA: NAME=CERT,KEY with NAME one of ca, etcd-ca, front-proxy-ca (repeatable)",
+            "new-secret": "make a new service-account pair or encryption key on purpose, even in a store in use: "
+                          "service-account or encryption (repeatable; see docs/pki.md for what it breaks)",
+            "retire-old-encryption": "drop the encryption keys kept only to read Secrets written before a provider "
+                                     "change or key rotation (once every Secret is re-encrypted)"},
+      iterable=["import_ca", "new_secret"])
+def pki(c, spec=None, out=DEFAULT_OUT, import_ca=None, new_secret=None, retire_old_encryption=False):
     """Create or reconcile the PKI store (<out>/pki): CAs, every certificate and key, the secrets."""
     from .commands import run_pki
-    _run(lambda: run_pki(_load(spec), Path(out), import_ca=list(import_ca or [])))
+    _run(lambda: run_pki(_load(spec), Path(out), import_ca=list(import_ca or []), new_secret=list(new_secret or []),
+                         retire_old_encryption=retire_old_encryption))
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})

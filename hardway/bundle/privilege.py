@@ -209,7 +209,8 @@ class Checker:
                 else:
                     findings.append(Finding(node, f.path, f"{k.where}: the private key of {_label(*owner)}, "
                                                           f"which {kind} must not hold"))
-            if holds_encryption_key(f.data, self.materials.encryption_key):
+            if any(holds_encryption_key(f.data, key) for key in
+                   [k for _, _, k in getattr(self.materials, "encryption_keys", ())] or [self.materials.encryption_key]):
                 secret = True
                 if not may_encrypt:
                     findings.append(Finding(node, f.path, f"the encryption-at-rest key, which {kind} must not hold"))

@@ -141,6 +141,8 @@ def check_store(cluster: Cluster, store_dir: Path, catalog: Catalog | None = Non
             report.problems.append(f"{action.entry}: " + (action.reason if action.action == ERROR
                                                            else f"`hardway pki` would {action.action} it: {action.reason}"))
     report.problems += [e for e in plan.errors if not any(e in p for p in report.problems)]
+    if plan.encryption_note and plan.encryption.action == KEEP:
+        report.warnings.append(f"encryption: {plan.encryption_note}")
 
     for path in [root, *root.rglob("*")]:
         st = path.lstat()

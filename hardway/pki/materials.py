@@ -22,7 +22,11 @@ class Materials:
     keys: Mapping[tuple[str, str | None], bytes] = field(repr=False)
     service_account_private: bytes = field(repr=False)
     service_account_public: bytes = field(repr=False)
-    encryption_key: bytes = field(repr=False)  # 32 raw bytes
+    encryption_key: bytes = field(repr=False)  # 32 raw bytes: the key of the spec's provider, which encrypts
+    # Every encryption key the apiserver is given, in the EncryptionConfiguration's order: (provider, key
+    # name, 32 raw bytes), the writing one first (it is `encryption_key`), then the ones kept to read
+    # Secrets written before a provider change or key rotation (docs/pki.md, 'The encryption key').
+    encryption_keys: tuple[tuple[str, str, bytes], ...] = field(default=(), repr=False)
 
     def cert(self, entry: str, node: str | None = None) -> bytes:
         return self._get(self.certs, "certificate", entry, node)

@@ -54,7 +54,8 @@ def summary_line(actions: list[Action], verbs=("created", "kept", "re-issued")) 
 
 
 def actions_table(actions: list[Action], title: str | None = None, show_kept: bool | None = None) -> Table:
-    table = Table("action", "entry", "node", "reason", title=title, box=None, title_justify="left")
+    table = Table("action", "entry", "node", title=title, box=None, title_justify="left")
+    table.add_column("reason", overflow="fold")  # folded when too long, never cut short with an ellipsis
     for action, entry, nodes, reason in group_actions(actions, show_kept):
         style = _STYLE[action]
         table.add_row(f"[{style}]{action}[/]", entry, nodes, reason)

@@ -7,6 +7,9 @@ Layout (relative to <out>/pki):
     nodes/<node>/<entry>.crt nodes/<node>/<entry>.key                             per-node leaves
     service-account.key service-account.pub                                       token signing pair
     encryption.key                                                   base64 of 32 bytes, one line
+    encryption-<name>.key                                            more encryption keys (provider change, rotation)
+    state.json                                                       what the store holds: each CA's public-key
+                                                                     fingerprint, the encryption keys and providers
     .lock                                                            flock'ed by the run in progress
 
 Each write goes to a temporary file in the same directory, made durable, then renamed over the target,
@@ -31,6 +34,7 @@ LOCK = ".lock"
 SA_KEY = "service-account.key"
 SA_PUB = "service-account.pub"
 ENCRYPTION = "encryption.key"
+STATE = "state.json"
 NODES = "nodes"
 DIR_MODE = 0o700
 KEY_MODE = 0o600
@@ -64,6 +68,9 @@ class MemoryStore:
     def write(self, rel: str, data: bytes) -> None:
         self.files[rel] = data
         self.written.append(rel)
+
+    def remove(self, rel: str) -> None:
+        self.files[rel] = None  # also hides a file of the store an overlay reads through to
 
 
 class DiskStore:
@@ -105,6 +112,18 @@ class DiskStore:
                                       for rel, data in pending])
             self.written += [rel for rel, _ in pending]
 
+    def remove(self, rel: str) -> None:
+        """Delete a file now (after a flush: what is queued is written first), durably."""
+        if not self.writable:
+            raise RuntimeError("read-only store")
+        self.flush()
+        try:
+            (self.root / rel).unlink()
+        except FileNotFoundError:
+            pass
+        self._cache[rel] = None
+        _fsync_dir((self.root / rel).parent)
+
     def node_dirs(self) -> list[str]:
         nodes = self.root / NODES
         return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
@@ -138,15 +157,16 @@ def _commit_batch(root: Path, files: list[tuple[Path, bytes, int]]) -> None:
         for path, data, mode in files:
             ensure_dir(path.parent, root, durable=False)
             tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            temps.append((tmp, path))
-            try:
-                os.fchmod(fd, mode)  # exact mode, whatever the umask
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
+            with _naming(path):
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                temps.append((tmp, path))
+                try:
+                    os.fchmod(fd, mode)  # exact mode, whatever the umask
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
         _syncfs(root)
         while temps:
             tmp, path = temps[0]
@@ -159,6 +179,16 @@ def _commit_batch(root: Path, files: list[tuple[Path, bytes, int]]) -> None:
                 tmp.unlink()
             except FileNotFoundError:
                 pass
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError inside (a full disk, a read-only mount) names the file being written, not its temp file."""
+    try:
+        yield
+    except OSError as e:
+        e.filename, e.filename2 = str(path), None
+        raise
 
 
 def _rename(tmp: Path, path: Path) -> None:
@@ -193,7 +223,8 @@ def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync the directory."""
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with _naming(path):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
             os.fchmod(fd, mode)  # exact mode, whatever the umask

@@ -84,7 +84,10 @@ class _Shared:
     def controller_context(self) -> dict:
         m = self.materials
         return {
-            "encryption_key_b64": base64.b64encode(m.encryption_key).decode("ascii"),
+            # [{provider, keys: [{name, secret}]}]: consecutive keys of one provider share its entry; the
+            # first key writes, every one reads (a provider change or rotation keeps the old key to read).
+            "encryption_providers": _encryption_providers(
+                m.encryption_keys or ((self.cluster.encryption_provider, "key1", m.encryption_key),)),
             # The names other components check, read from the certificates that carry them.
             "front_proxy_client_cn": _one(_subject(m.cert("front-proxy-client"), NameOID.COMMON_NAME),
                                           "front-proxy-client certificate's CN"),
@@ -108,6 +111,15 @@ class _Shared:
             out.append({"name": name, "version": f"v{version}", "path": b["path"],
                         "url_hint": b["url"].replace("{version}", version)})
         return out
+
+
+def _encryption_providers(keys) -> list[dict]:
+    providers: list[dict] = []
+    for provider, name, raw in keys:
+        if not providers or providers[-1]["provider"] != provider:
+            providers.append({"provider": provider, "keys": []})
+        providers[-1]["keys"].append({"name": name, "secret": base64.b64encode(raw).decode("ascii")})
+    return providers
 
 
 def _is_ip(value: str) -> bool:
