@@ -32,6 +32,12 @@ ROLES = ("controller", "worker", "loadbalancer")
 WORKSTATION = "workstation"  # the operator's bundle; not a node name
 KEY_ALGORITHMS = ("RSA-2048", "RSA-3072", "RSA-4096", "ECDSA-P256", "ECDSA-P384")
 ENCRYPTION_PROVIDERS = ("secretbox", "aescbc", "aesgcm")
+# Providers Kubernetes does not recommend (kubernetes.io, "Encrypting Confidential Data at Rest"):
+# allowed, with a warning.
+PROVIDER_WARNINGS = {
+    "aescbc": "not recommended by Kubernetes, vulnerable to padding-oracle attacks",
+    "aesgcm": "its key must be rotated every 200k writes, not recommended without automated rotation",
+}
 # kube-controller-manager's --node-cidr-mask-size-ipv4/-ipv6 defaults.
 DEFAULT_NODE_POD_CIDR_SIZE = {4: 24, 6: 64}
 # kube-apiserver refuses a service range with more host bits than this (validateMaxCIDRRange).
@@ -624,6 +630,8 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     if ca_validity and cert_validity and cert_validity > ca_validity:
         p.add(("pki", "certValidity"), f"{spec.pki.certValidity} is longer than caValidity {spec.pki.caValidity}; a certificate cannot outlive its CA")
     provider = p.parse(("encryption", "provider"), _one_of(ENCRYPTION_PROVIDERS, "encryption provider"), spec.encryption.provider)
+    if provider in PROVIDER_WARNINGS:
+        warnings.append(f"encryption.provider {provider}: {PROVIDER_WARNINGS[provider]}; use secretbox")
 
     # nodes
     if not spec.nodes:

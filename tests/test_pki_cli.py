@@ -48,6 +48,8 @@ def test_second_pki_run_keeps_everything(workdir):
 def test_plan_on_a_fresh_directory_writes_nothing(tmp_path):
     (tmp_path / "cluster.yaml").write_text((REPO / "examples" / "kthw.yaml").read_text())
     r = inv("plan", "--out", "fresh", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
     assert "pki: 21 to create, 0 to keep, 0 to re-issue" in r.stdout  # 3 CAs, 2 secrets, 3*1 + 2*2 + 9 leaves
     assert "kube-apiserver" in r.stdout
     assert not (tmp_path / "fresh").exists()

@@ -15,6 +15,9 @@ import re
 from functools import lru_cache
 
 import pytest
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 
 from hardway.plan import WORKSTATION, NodePlan
 from hardway.render import node_plan
@@ -143,6 +146,27 @@ def test_every_file_a_node_references_is_in_its_plan(example, minor):
             if f.path.startswith("/etc/systemd/system/"):
                 program = exec_start(f.data.decode())[0]
                 assert program in downloaded or program.startswith(("/usr/sbin/", "/sbin/")), (p.node, program)
+
+
+_ANY_PATH = re.compile(r"(?<![\w.-])(/(?:etc|opt|run|srv|usr|var)/[\w.\-/@+]*[\w@+-])")
+
+
+@pytest.mark.parametrize("example,minor", CASES)
+def test_every_directory_a_node_gets_is_used(example, minor):
+    """install.sh creates each planned directory (with its mode): each must hold planned files or be
+    named, itself or a path inside it, by a unit or config of the same node. An unused one is
+    clutter on the node, and a mode nobody relies on."""
+    c, plans = setup(example, minor)
+    for p in plans.values():
+        named = set()
+        for f in p.files:
+            if f.path.startswith(PKI + "/") or f.path.endswith((".crt", ".key", ".pub", ".pem")):
+                continue
+            named.update(_ANY_PATH.findall(f.data.decode("utf-8")))
+        for d in p.directories:
+            holds = any(f.path.startswith(d.path + "/") for f in p.files)
+            used = any(n == d.path or n.startswith(d.path + "/") for n in named)
+            assert holds or used, f"{p.node}: {d.path} is created but holds no file and nothing of the node names it"
 
 
 @pytest.mark.parametrize("example,minor", CASES)
@@ -310,16 +334,84 @@ def test_apiserver_audits_with_a_policy(example, minor):
         assert api["advertise-address"] == str(c.node(p.node).address)
 
 
+def haproxy_sections(cfg: str) -> list[tuple[list[str], list[list[str]]]]:
+    """(section header words, [keyword line words]) in file order; comments and blank lines dropped."""
+    sections: list[tuple[list[str], list[list[str]]]] = []
+    for line in cfg.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if line[0].isspace():
+            assert sections, f"a keyword outside any section: {line!r}"
+            sections[-1][1].append(words)
+        else:
+            sections.append((words, []))
+    return sections
+
+
+def _enabled(options: list[str], name: str) -> bool:
+    """HAProxy's rule for a server option: the last of `name` / `no-name` wins (default-server first)."""
+    last = None
+    for word in options:
+        if word in (name, f"no-{name}"):
+            last = word
+    return last == name
+
+
+def haproxy_servers(cfg: str) -> dict[str, list[tuple[str, str, list[str]]]]:
+    """backend name -> [(server name, address, effective options)], the options being those of the
+    `defaults` section's default-server, then the backend's default-server lines, then the server's own."""
+    inherited: list[str] = []
+    out: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for header, lines in haproxy_sections(cfg):
+        if header[0] == "defaults":
+            inherited = [w for words in lines if words[0] == "default-server" for w in words[1:]]
+        elif header[0] in ("backend", "listen"):
+            defaults = list(inherited)
+            servers = out.setdefault(header[1], [])
+            for words in lines:
+                if words[0] == "default-server":
+                    defaults += words[1:]
+                elif words[0] == "server":
+                    servers.append((words[1], words[2], defaults + words[3:]))
+    return out
+
+
+def haproxy_backend(cfg: str, name: str) -> list[list[str]]:
+    """The keyword lines of the `defaults` sections before backend `name`, then its own."""
+    lines: list[list[str]] = []
+    for header, body in haproxy_sections(cfg):
+        if header[0] == "defaults":
+            lines = list(body)
+        elif header[:2] in (["backend", name], ["listen", name]):
+            return lines + body
+    raise AssertionError(f"no backend {name}")
+
+
 @pytest.mark.parametrize("example,minor", CASES)
 def test_load_balancer_balances_every_controller(example, minor):
     c, plans = setup(example, minor)
     for n in c.loadbalancers:
         cfg = text(plans[n.name], "/etc/haproxy/haproxy.cfg")
-        servers = re.findall(r"^\s*server\s+(\S+)\s+(\S+)$", cfg, re.M)
-        assert servers == [(ctrl.name, f"{ctrl.address}:{c.api_port}") for ctrl in c.controllers]
-        assert re.search(rf"^\s*bind\s+\S*:{c.api_port}\b", cfg, re.M)
-        assert re.search(r"^\s*option httpchk GET /readyz$", cfg, re.M)
-        assert re.search(r"^\s*mode tcp$", cfg, re.M)
+        sections = haproxy_sections(cfg)
+        [(_, frontend)] = [(h, body) for h, body in sections if h[0] == "frontend"]
+        [[_, backend]] = [w for w in frontend if w[0] == "default_backend"]
+        backends = haproxy_servers(cfg)
+        assert set(backends) == {backend}, "one backend, the frontend's"
+        servers = backends[backend]
+        assert [(s, a) for s, a, _ in servers] == [(ctrl.name, f"{ctrl.address}:{c.api_port}") for ctrl in c.controllers]
+        # Each server is health-checked (`check`), the check speaks TLS to kube-apiserver (`check-ssl`)
+        # and asks GET /readyz, and only a 200 counts as healthy: a controller whose API server is not
+        # ready gets no traffic. Without check-ssl the plain-HTTP check fails on every controller.
+        for name, _, options in servers:
+            assert _enabled(options, "check"), f"{n.name}: server {name} is not health-checked: {options}"
+            assert _enabled(options, "check-ssl"), f"{n.name}: server {name}'s health check does not use TLS: {options}"
+            assert not _enabled(options, "ssl"), "TLS passthrough: the traffic itself must not be re-encrypted"
+        lines = haproxy_backend(cfg, backend)
+        assert ["option", "httpchk", "GET", "/readyz"] in lines
+        assert ["http-check", "expect", "status", "200"] in lines
+        assert ["mode", "tcp"] in lines
+        assert any(w[0] == "bind" and re.fullmatch(rf"\S*:{c.api_port}", w[1]) for w in frontend)
 
 
 @pytest.mark.parametrize("example,minor", CASES)
@@ -391,3 +483,196 @@ def test_an_unknown_node_is_a_clear_error():
     from hardway.errors import HardwayError
     with pytest.raises(HardwayError, match="no node 'nope'.*nodes: lb, controller-0"):
         node_plan(cluster("ha"), materials("ha"), "nope")
+
+
+# ---------------------------------------------------------------- who trusts whom ----------------
+#
+# Every certificate or key file a flag or config field names, paired with the CA (or the other half
+# of the key pair) whose flag should accept it, read from the node's own planned files. The
+# expectations come from the certificates: a leaf must be signed by the CA file the other side is
+# told to trust (on every node that trusts it: kube-apiserver on one controller talks to etcd on
+# all), and a certificate's key must be the key file beside it.
+
+# (node, item, label, bytes): `item` tells several files of one node apart (kubeconfigs)
+Found = tuple[str, str, str, bytes]
+
+
+def _flag(unit: str, flag: str):
+    def find(c, plans) -> list[Found]:
+        out = []
+        for p in plans.values():
+            if f"/etc/systemd/system/{unit}" in p.paths:
+                path = unit_flags(p, unit).get(flag)
+                assert isinstance(path, str) and path, f"{p.node}: {unit} has no --{flag}"
+                assert path in p.paths, f"{p.node}: {unit} --{flag}={path} is not a file of the node"
+                out.append((p.node, "", f"{p.node}:{unit.removesuffix('.service')} --{flag}={path}",
+                            p.file(path).data))
+        return out
+    return find
+
+
+def _field(config: str, dotted: str):
+    def find(c, plans) -> list[Found]:
+        out = []
+        for p in plans.values():
+            if config in p.paths:
+                value = yaml_file(p, config)
+                for key in dotted.split("."):
+                    value = value[key]
+                assert value in p.paths, f"{p.node}: {config} {dotted}={value} is not a file of the node"
+                out.append((p.node, "", f"{p.node}:{config} {dotted}={value}", p.file(value).data))
+        return out
+    return find
+
+
+def _kubeconfigs(part: str):
+    """`ca`, `cert` or `key` of every kubeconfig of every node and of the workstation."""
+    def find(c, plans) -> list[Found]:
+        return [(p.node, f.path, f"{p.node}:{f.path} {part}", kubeconfig_parts(f.data)[part])
+                for p in plans.values() for f in p.files if f.path.endswith(".kubeconfig")]
+    return find
+
+
+def api(flag: str):
+    return _flag("kube-apiserver.service", flag)
+
+
+def etcd(flag: str):
+    return _flag("etcd.service", flag)
+
+
+def kcm(flag: str):
+    return _flag("kube-controller-manager.service", flag)
+
+
+def kubelet(dotted: str):
+    return _field("/etc/kubernetes/kubelet-config.yaml", dotted)
+
+
+def _allowed_names(c, plans) -> list[tuple[str, set[str]]]:
+    """--requestheader-allowed-names (names, not a file) of every kube-apiserver."""
+    return [(f"{p.node}:kube-apiserver --requestheader-allowed-names",
+             set(str(unit_flags(p, "kube-apiserver.service")["requestheader-allowed-names"]).split(",")))
+            for p in plans.values() if "/etc/systemd/system/kube-apiserver.service" in p.paths]
+
+
+# (what, the certificates, the CA files that must have issued each of them, their CN: a name or
+# a function giving the names each trusting node allows)
+ISSUED = [
+    ("kube-apiserver's etcd client certificate, by the CA kube-apiserver checks etcd with",
+     api("etcd-certfile"), api("etcd-cafile"), "kube-apiserver-etcd-client"),
+    ("kube-apiserver's etcd client certificate, by the CA etcd accepts clients of",
+     api("etcd-certfile"), etcd("trusted-ca-file"), "kube-apiserver-etcd-client"),
+    ("etcd's serving certificate, by the CA kube-apiserver checks etcd with",
+     etcd("cert-file"), api("etcd-cafile"), None),
+    ("etcd's serving certificate, by etcd's own trusted CA", etcd("cert-file"), etcd("trusted-ca-file"), None),
+    ("each etcd member's peer certificate, by every member's peer CA",
+     etcd("peer-cert-file"), etcd("peer-trusted-ca-file"), None),
+    ("the front-proxy client, by kube-apiserver's request-header CA",
+     api("proxy-client-cert-file"), api("requestheader-client-ca-file"), _allowed_names),
+    ("the front-proxy client, by the controller-manager's request-header CA",
+     api("proxy-client-cert-file"), kcm("requestheader-client-ca-file"), None),
+    ("kube-apiserver's kubelet client certificate, by every kubelet's client CA",
+     api("kubelet-client-certificate"), kubelet("authentication.x509.clientCAFile"), "kube-apiserver-kubelet-client"),
+    ("every kubelet's serving certificate, by the CA kube-apiserver checks kubelets with",
+     kubelet("tlsCertFile"), api("kubelet-certificate-authority"), None),
+    ("kube-apiserver's serving certificate, by the CA of every kubeconfig",
+     api("tls-cert-file"), _kubeconfigs("ca"), None),
+    ("kube-apiserver's serving certificate, by the root CA the controller-manager gives pods",
+     api("tls-cert-file"), kcm("root-ca-file"), None),
+    ("every kubeconfig's client certificate, by kube-apiserver's client CA",
+     _kubeconfigs("cert"), api("client-ca-file"), None),
+    ("every kubeconfig's client certificate, by the controller-manager's client CA",
+     _kubeconfigs("cert"), kcm("client-ca-file"), None),
+]
+
+# (what, certificate or public key files, private key files, scope): "node" pairs the files of one
+# node (and one kubeconfig); "cluster" pairs every node's with every node's.
+KEY_PAIRS = [
+    ("kube-apiserver's serving pair", api("tls-cert-file"), api("tls-private-key-file"), "node"),
+    ("kube-apiserver's etcd client pair", api("etcd-certfile"), api("etcd-keyfile"), "node"),
+    ("kube-apiserver's kubelet client pair", api("kubelet-client-certificate"), api("kubelet-client-key"), "node"),
+    ("kube-apiserver's front-proxy client pair", api("proxy-client-cert-file"), api("proxy-client-key-file"), "node"),
+    ("etcd's serving pair", etcd("cert-file"), etcd("key-file"), "node"),
+    ("etcd's peer pair", etcd("peer-cert-file"), etcd("peer-key-file"), "node"),
+    ("the controller-manager's signing pair", kcm("cluster-signing-cert-file"), kcm("cluster-signing-key-file"), "node"),
+    ("the kubelet's serving pair", kubelet("tlsCertFile"), kubelet("tlsPrivateKeyFile"), "node"),
+    ("each kubeconfig's client pair", _kubeconfigs("cert"), _kubeconfigs("key"), "node"),
+    # tokens signed on one controller are verified by kube-apiserver on every controller
+    ("service-account tokens kube-apiserver signs, verified by every kube-apiserver",
+     api("service-account-key-file"), api("service-account-signing-key-file"), "cluster"),
+    ("service-account tokens the controller-manager signs, verified by every kube-apiserver",
+     api("service-account-key-file"), kcm("service-account-private-key-file"), "cluster"),
+]
+
+# (what, certificate files, CA bundle files that must contain that very certificate)
+SAME_CA = [
+    # kubelet client certificates the controller-manager signs from CSRs must be accepted by
+    # kube-apiserver, and serving certificates it signs for kubelets verified by it
+    ("the controller-manager's signing CA, among kube-apiserver's client CAs",
+     kcm("cluster-signing-cert-file"), api("client-ca-file")),
+    ("the controller-manager's signing CA, the CA kube-apiserver checks kubelets with",
+     kcm("cluster-signing-cert-file"), api("kubelet-certificate-authority")),
+]
+
+
+def _certs(data: bytes) -> list[x509.Certificate]:
+    return x509.load_pem_x509_certificates(data)
+
+
+def _issued_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(ca)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def _public_key(data: bytes) -> bytes:
+    """The SubjectPublicKeyInfo of a PEM certificate, private key or public key."""
+    if b"CERTIFICATE" in data:
+        key = x509.load_pem_x509_certificate(data).public_key()
+    elif b"PRIVATE KEY" in data:
+        key = serialization.load_pem_private_key(data, password=None).public_key()
+    else:
+        key = serialization.load_pem_public_key(data)
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+TRUST_CASES = [pytest.param(e, m, id=f"{e}-{m}") for e in ("kthw", "ha") for m in VERSIONS]
+
+
+@pytest.mark.parametrize("example,minor", TRUST_CASES)
+def test_each_certificate_is_signed_by_the_ca_its_verifier_trusts(example, minor):
+    c, plans = setup(example, minor)
+    for what, leaves, issuers, names in ISSUED:
+        found, trusting = leaves(c, plans), issuers(c, plans)
+        assert found and trusting, f"{what}: nothing to check"
+        for _, _, leaf_label, leaf_pem in found:
+            leaf = cert(leaf_pem)
+            for _, _, ca_label, ca_pem in trusting:
+                assert any(_issued_by(leaf, ca) for ca in _certs(ca_pem)), \
+                    f"{what}: {leaf_label} (CN {cn(leaf)}) is not signed by {ca_label}"
+            if isinstance(names, str):
+                assert cn(leaf) == names, f"{what}: {leaf_label} has CN {cn(leaf)!r}, expected {names!r}"
+            elif names is not None:
+                for label, allowed in names(c, plans):
+                    assert cn(leaf) in allowed, f"{what}: {leaf_label} has CN {cn(leaf)!r}, {label} allows {allowed}"
+
+
+@pytest.mark.parametrize("example,minor", TRUST_CASES)
+def test_each_certificate_flag_has_its_own_key_beside_it(example, minor):
+    c, plans = setup(example, minor)
+    for what, publics, privates, scope in KEY_PAIRS:
+        found, keys = publics(c, plans), privates(c, plans)
+        assert found and keys, f"{what}: nothing to check"
+        pairs = [(a, b) for a in found for b in keys if scope == "cluster" or a[:2] == b[:2]]
+        assert scope == "cluster" or len(pairs) == len(found) == len(keys), f"{what}: unpaired files"
+        for (_, _, pub_label, pub), (_, _, key_label, key) in pairs:
+            assert _public_key(pub) == _public_key(key), f"{what}: {key_label} is not the key of {pub_label}"
+    for what, signers, bundles in SAME_CA:
+        found, trusting = signers(c, plans), bundles(c, plans)
+        assert found and trusting, f"{what}: nothing to check"
+        for _, _, label, pem in found:
+            for _, _, bundle_label, bundle in trusting:
+                assert cert(pem) in _certs(bundle), f"{what}: {label} is not in {bundle_label}"

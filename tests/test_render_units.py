@@ -9,13 +9,25 @@
 
 from __future__ import annotations
 
+import datetime
+import http.client
+import ipaddress
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from hardway.plan import WORKSTATION, NodePlan
 from hardway.render import node_plan
@@ -188,3 +200,188 @@ def test_pod_nat_rule_is_added_and_removed_symmetrically():
     assert add[-2:] == ["-j", "MASQUERADE"]
     # and the bridge itself does not masquerade pod-to-pod traffic between nodes
     assert re.search(r'"ipMasq":\s*false', text(plan, "/etc/cni/net.d/10-bridge.conflist"))
+
+
+# ---------------------------------------------------------------- HAProxy, running --------------
+
+def _self_signed(tmp: Path) -> ssl.SSLContext:
+    """A server-side TLS context with a throwaway certificate for 127.0.0.1 (HAProxy checks with `verify none`)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stand-in kube-apiserver")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crt = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+           .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+           .not_valid_after(now + datetime.timedelta(hours=1))
+           .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+           .sign(key, hashes.SHA256()))
+    (tmp / "tls.crt").write_bytes(crt.public_bytes(serialization.Encoding.PEM))
+    (tmp / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp / "tls.crt", tmp / "tls.key")
+    return ctx
+
+
+class _StandInApi(ThreadingHTTPServer):
+    """A TLS-only HTTP server on 127.0.0.1 standing in for one kube-apiserver: GET /readyz answers
+    `readyz`, any other GET answers the server's name. It records every request it could read, so
+    a request it saw came over TLS. The handshake runs in the request's thread (a client that never
+    finishes one blocks nothing)."""
+
+    daemon_threads = True
+
+    def __init__(self, name: str, readyz: int, tls: ssl.SSLContext):
+        self.name, self.readyz, self.tls = name, readyz, tls
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the http.server API)
+                server.requests.append(self.path)
+                status, body = (server.readyz, b"ok") if self.path == "/readyz" else (200, server.name.encode())
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def finish_request(self, request, client_address):
+        request.settimeout(5)
+        try:
+            request = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # not TLS (or gone): nothing is served
+        super().finish_request(request, client_address)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _on_loopback(cfg: str, frontend_port: int, backend_ports: list[int], stats: Path) -> str:
+    """The rendered configuration with its addresses moved to 127.0.0.1, the syslog target dropped
+    (there is no /dev/log here), a stats socket added, and the check interval shortened. What is
+    checked and how (check, check-ssl, httpchk, expect) is left exactly as rendered."""
+    ports = iter(backend_ports)
+    out = []
+    for line in cfg.splitlines():
+        words = line.split()
+        if words[:1] == ["bind"]:
+            line = f"  bind 127.0.0.1:{frontend_port}"
+        elif words[:1] == ["server"]:
+            words[2] = f"127.0.0.1:{next(ports)}"
+            line = "  " + " ".join(words)
+        elif words[:1] == ["log"] and words[1].startswith("/"):
+            continue
+        line = re.sub(r"(?<=\binter )\S+", "200ms", line)
+        out.append(line)
+        if line == "global":
+            out.append(f"  stats socket {stats} mode 600 level admin")
+    assert next(ports, None) is None, "the config has fewer servers than stand-ins"
+    return "\n".join(out) + "\n"
+
+
+def _server_states(stats: Path) -> dict[str, tuple[str, str]]:
+    """server name -> (status, check_status) from HAProxy's `show stat` on its stats socket; {} while
+    the socket is not there or not listening yet."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(stats))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return {}
+    lines = data.decode().splitlines()
+    if not lines:
+        return {}
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:] if line]
+    # a leading "* " on check_status means "a check is running now"; the status shown is the last one's
+    return {r["svname"]: (r["status"], r["check_status"].removeprefix("* ")) for r in rows
+            if r["svname"] not in ("FRONTEND", "BACKEND")}
+
+
+def _through(port: int) -> str:
+    """One request through the load balancer (TLS passes through to a stand-in): who answered."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        conn.request("GET", "/who")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
+
+
+def test_haproxy_sends_traffic_only_to_a_ready_api_server(tmp_path):
+    """The real HAProxy with the rendered config on loopback, in front of one TLS stand-in for
+    kube-apiserver per controller: the first one's /readyz answers 200, the others' 500. The health
+    check must speak TLS, ask /readyz and take the 500 servers out; every request then reaches the
+    ready one."""
+    haproxy = need("haproxy", "apt-get install haproxy")
+    c = cluster("ha")
+    [lb] = c.loadbalancers
+    rendered = text(node_plan(c, materials("ha"), lb.name), "/etc/haproxy/haproxy.cfg")
+    tls = _self_signed(tmp_path)
+    apis: list[_StandInApi] = []
+    proc = None
+    try:
+        # the first controller is ready, the others are not
+        for i, ctrl in enumerate(c.controllers):
+            apis.append(_StandInApi(ctrl.name, 200 if i == 0 else 500, tls))
+        ready, unready = apis[0], apis[1:]
+        port, stats = _free_port(), tmp_path / "stats.sock"
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(_on_loopback(rendered, port, [a.port for a in apis], stats))
+        log = tmp_path / "haproxy.log"
+        # -n: the global maxconn needs more open files than this machine allows (the lab does the same)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([haproxy, "-db", "-n", "1000", "-f", str(cfg)], stdout=out,
+                                    stderr=subprocess.STDOUT)
+        states: dict[str, tuple[str, str]] = {}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"haproxy exited: {log.read_text()}"
+            states = _server_states(stats)
+            if (states.get(ready.name, ("",))[0] == "UP" and states[ready.name][1] == "L7OK"
+                    and all(states.get(a.name, ("",))[0] == "DOWN" for a in unready)):
+                break
+            time.sleep(0.2)
+        assert states.get(ready.name) == ("UP", "L7OK"), f"the ready server is not passing its check: {states}"
+        for a in unready:
+            # L7STS: the check got an HTTP answer with a status other than the expected 200
+            assert states.get(a.name) == ("DOWN", "L7STS"), f"{a.name} answered 500 yet is not taken out: {states}"
+        # the checks reached the servers over TLS (the stand-ins speak nothing else) and asked /readyz
+        for a in apis:
+            assert "/readyz" in a.requests, f"{a.name} never saw a TLS health check: {a.requests}"
+        answered = [_through(port) for _ in range(2 * len(apis))]
+        assert answered == [ready.name] * len(answered)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for a in apis:
+            a.stop()

@@ -2,7 +2,7 @@
 
 Every flag a unit passes is looked up in `<binary> --help` of the pinned release (built by
 `python -m hardway.binaries`); the other minors' flags were checked against their sources
-(docs/rendering.md).
+(docs/rendering.md). The pinned kube-proxy, kube-scheduler and kubelet load the rendered configs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -176,3 +177,101 @@ def test_the_pinned_binaries_load_and_validate_the_rendered_configs(built, tmp_p
     broken = config.replace(*bad)
     assert broken != config
     assert load(broken).returncode != 0
+
+
+def _go_seconds(value):
+    """A Go duration string ("15m", "15m0s", "1h2m3.5s") in seconds; anything else unchanged."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", value) if isinstance(value, str) and value else None
+    if not m or not any(m.groups()):
+        return value
+    h, mi, s = m.groups()
+    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+
+
+def _leaves(doc, prefix=""):
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _leaves(v, f"{prefix}.{k}" if prefix else k)
+    else:
+        yield prefix, doc
+
+
+def _effective_kubelet_config(log: str) -> dict | None:
+    """The `Effective KubeletConfiguration` the kubelet logs once it has loaded and defaulted its config."""
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        if '"Effective KubeletConfiguration"' in line:
+            body = []
+            for more in lines[i + 1:]:
+                if not more.startswith("\t"):
+                    break
+                body.append(more[1:])
+            return yaml.safe_load("\n".join(body))
+    return None
+
+
+def _run_kubelet(kubelet, tmp_path, plan, config: str) -> tuple[subprocess.CompletedProcess, str, str]:
+    """Run the real kubelet with the rendered unit's flags and `config`, every planned path moved under
+    a scratch root. The container runtime socket is moved there too and does not exist, so the
+    kubelet stops at its first contact with the runtime: after it has loaded, defaulted and
+    validated the configuration, read its kubeconfig and its client CA. Returns the result, the
+    scratch root and the configuration as the kubelet read it."""
+    root = tmp_path / "root"
+    for d in plan.directories:
+        (root / d.path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for f in plan.files:
+        target = root / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.data)
+    moved = sorted({f.path for f in plan.files} | {d.path for d in plan.directories} | {"/run/containerd/"},
+                   key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(p) for p in moved))
+
+    def relocate(s: str) -> str:
+        return pattern.sub(lambda m: f"{root}{m.group(0)}", s)
+
+    config_path = "/etc/kubernetes/kubelet-config.yaml"
+    config = relocate(config)
+    (root / config_path.lstrip("/")).write_text(config)
+    args = exec_start(text(plan, "/etc/systemd/system/kubelet.service"))
+    argv = [str(kubelet)] + [relocate(a) for a in args[1:]]
+    assert f"--config={root}{config_path}" in argv
+    if not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        # This host has cgroup v1, which the kubelet refuses by default (failCgroupV1); nodes run v2.
+        argv.append("--fail-cgroupv1=false")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    return result, str(root), config
+
+
+def test_the_pinned_kubelet_loads_the_rendered_config_strictly(built, tmp_path):
+    """The kubelet has no --write-config-to: run it on the rendered config until it needs the
+    container runtime. A field it does not know would only be logged ("Using lenient decoding as
+    strict decoding failed") and then dropped; a wrong type or value stops it before the runtime."""
+    c = at_version(cluster("ha"), next(m for m, v in VERSIONS.items() if v == binaries.pinned_version()))
+    plan = node_plan(c, materials("ha"), "node-0")
+    rendered = text(plan, "/etc/kubernetes/kubelet-config.yaml")
+    result, root, loaded = _run_kubelet(built["kubelet"], tmp_path, plan, rendered)
+    log = result.stdout + result.stderr
+    # for messages: the log without its flag dump and its config dump
+    tail = "\n".join(line for line in log.splitlines()
+                     if "FLAG: --" not in line and not line.startswith(("\t", " >")))[-3000:]
+    assert result.returncode != 0, tail  # it cannot reach a container runtime here
+    for bad in ("strict decoding", "lenient decoding", "failed to load kubelet config", "failed to validate kubelet",
+                "unknown field", "failed to construct kubelet dependencies"):
+        assert bad not in log, f"kubelet: {bad!r} in:\n{tail}"
+    # got past config loading and validation, its kubeconfig and client CA, to the runtime connection
+    assert "validate service connection" in log and f"{root}/run/containerd/containerd.sock" in log, tail
+    assert "Loaded a new CA Bundle" in log, tail
+    effective = _effective_kubelet_config(log)
+    assert effective is not None, tail
+    for key, value in _leaves(yaml.safe_load(loaded)):
+        got = effective
+        for part in key.split("."):
+            assert isinstance(got, dict) and part in got, f"the kubelet dropped {key}: {effective}"
+            got = got[part]
+        assert _go_seconds(got) == _go_seconds(value), f"{key}: rendered {value!r}, the kubelet uses {got!r}"
+    # the same run with a misspelt field: proves this kubelet still reports what the check looks for
+    typo = rendered.replace("\nresolvConf:", "\nresolveConf:")
+    assert typo != rendered
+    result, _, _ = _run_kubelet(built["kubelet"], tmp_path / "typo", plan, typo)
+    assert "strict decoding error" in result.stdout + result.stderr and "resolveConf" in result.stdout + result.stderr

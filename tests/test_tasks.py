@@ -133,6 +133,17 @@ def test_validate_warns_on_an_even_number_of_controllers(run_cli, tmp_path):
     assert "warning" in result.stderr and "etcd" in result.stderr
 
 
+@pytest.mark.parametrize("provider", ["aescbc", "aesgcm"])
+def test_validate_warns_on_a_provider_kubernetes_does_not_recommend(run_cli, tmp_path, provider):
+    spec = {"name": "weak", "encryption": {"provider": provider},
+            "nodes": [{"name": "server", "address": "10.0.0.1", "roles": ["controller", "worker"]}]}
+    (tmp_path / "weak.yaml").write_text(yaml.safe_dump(spec))
+    result = run_cli(["validate", "--spec", "weak.yaml"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning" in result.stderr and provider in result.stderr and "secretbox" in result.stderr
+    assert "weak" in result.stdout
+
+
 # ------------------------------------------------------------------ bad specs -------------------
 
 VALID = {
