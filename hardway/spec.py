@@ -451,6 +451,15 @@ def _network(value: str) -> IPNetwork:
         raise ValueError(f"{value!r} is not a CIDR; write address/prefix, e.g. 10.200.0.0/16") from None
 
 
+def is_ip(value: str) -> bool:
+    """True for an IPv4 or IPv6 address (SANs and endpoints are either an IP or a DNS name)."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+
 def is_dns_label(value: str) -> bool:
     return len(value) <= 63 and bool(_LABEL.fullmatch(value))  # fullmatch: '$' would let "a\n" through
 

@@ -7,7 +7,6 @@ HardwayError into a message and an exit code. Nothing else belongs here.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 from invoke import Collection, Exit, task

@@ -21,7 +21,8 @@ from ..output import progress
 from ..plan import WORKSTATION
 from ..spec import Cluster
 from . import layout
-from .archive import SUFFIX, archived_nodes, fsync_dir, locked, remove_archive, write_archive
+from ..fsutil import fsync_dir
+from .archive import SUFFIX, archived_nodes, locked, remove_archive, write_archive
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker

@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 
 from ..errors import HardwayError
 from .layout import Member
+from ..fsutil import fsync_dir
 
 # 2000-01-01T00:00:00Z. Not 0: some tar versions warn about "implausibly old" time stamps.
 MTIME = 946684800
@@ -75,14 +76,6 @@ def _unpacked(path: Path) -> bytes | None:
         return None
     except (OSError, EOFError, gzip.BadGzipFile):
         return None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_archive(path: Path, members: Iterable[Member], sync_dir: bool = True) -> str:

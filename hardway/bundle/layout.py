@@ -10,7 +10,6 @@ Nothing here touches the disk.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -21,6 +20,7 @@ from ..errors import HardwayError
 from ..plan import WORKSTATION, NodePlan
 from ..resources import data_dir
 from ..spec import Cluster
+from ..spec import is_ip as _is_ip
 
 ROOTFS = "rootfs"
 SUMS = "SHA256SUMS"
@@ -185,13 +185,6 @@ def _host_line(entry: object) -> str:
         return " ".join(str(entry[k]) for k in ("address", "fqdn", "name") if entry.get(k))
     return str(entry)
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def _modules(files: list) -> list[str]:

@@ -36,6 +36,7 @@ from .probes import Probe, host_path, loadbalancer_probe, probe_for, run_probe
 from .procs import Process
 from .sandbox import CLEAN_PATH, Sandbox, mount_roots
 from .units import ServiceUnit, UnitError, parse_unit
+from ..spec import is_ip as _is_ip
 
 # The order the lab starts components in, across nodes. Workers' units are not run.
 STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3}
@@ -390,14 +391,6 @@ def _write_hosts(lab: Lab, cluster: Cluster, ws_plan, plans: dict) -> None:
         lines.append(f"{target} {endpoint}")
     lab.hosts_file.write_text("\n".join(lines) + "\n")
 
-
-def _is_ip(value: str) -> bool:
-    import ipaddress
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _write_workstation_script(lab: Lab) -> None:

@@ -20,6 +20,7 @@ import yaml
 from ..errors import HardwayError
 from ..resources import data_dir
 from ..spec import Cluster, IPAddress, Node
+from ..spec import is_ip as _is_ip
 
 PER = ("cluster", "controller", "worker")
 ROLES = ("controller", "worker", "workstation")
@@ -96,13 +97,6 @@ class Catalog:
 # ---------------------------------------------------------------- SAN rules ---------------------
 # Each rule turns the cluster (and the node, for per-node entries) into SAN values: str for DNS
 # names, IP addresses for IP SANs. One named function per rule, as kubeadm does.
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _host(value: str):

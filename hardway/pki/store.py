@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import HardwayError
+from ..fsutil import fsync_dir
 
 LOCK = ".lock"
 SA_KEY = "service-account.key"
@@ -122,7 +123,7 @@ class DiskStore:
         except FileNotFoundError:
             pass
         self._cache[rel] = None
-        _fsync_dir((self.root / rel).parent)
+        fsync_dir((self.root / rel).parent)
 
     def node_dirs(self) -> list[str]:
         nodes = self.root / NODES
@@ -195,14 +196,6 @@ def _rename(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
     """Create `path` (and parents up to `root`) with mode 0700; fsync its parent when `durable`."""
     if path.is_dir():
@@ -217,7 +210,7 @@ def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
         pass
     os.chmod(path, DIR_MODE)
     if durable:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
@@ -241,7 +234,7 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def leftover_temp_files(root: Path) -> list[Path]:

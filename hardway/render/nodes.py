@@ -8,7 +8,6 @@ that are per cluster (hosts lines, routes, names read from the certificates), co
 from __future__ import annotations
 
 import base64
-import ipaddress
 import posixpath
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,7 +20,8 @@ from .. import pki
 from ..errors import HardwayError
 from ..plan import WORKSTATION, NodePlan, PlannedDir, PlannedFile
 from ..spec import ROLES, Cluster, Node
-from .data import DirRule, FileRule, Layout, RoleRules, layout, units_dir, version_row
+from ..spec import is_ip as _is_ip
+from .data import DirRule, FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
 from .templates import render_template
 
@@ -121,13 +121,6 @@ def _encryption_providers(keys) -> list[dict]:
         providers[-1]["keys"].append({"name": name, "secret": base64.b64encode(raw).decode("ascii")})
     return providers
 
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
 
 
 def _merge(rules: list[RoleRules]) -> tuple[list[DirRule], list[FileRule], list[str], list[str], list[str]]:
