@@ -15,7 +15,6 @@ import ipaddress
 import json
 import subprocess
 import sys
-import tarfile
 import textwrap
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hardway.fsutil import extract_bundle
 from hardway import resources, spec
 from hardway.lab import Lab, down, up
 from hardway.lab import netns
@@ -119,8 +119,7 @@ def env(request, tmp_path_factory):
         print(f"lab {name} up in {time.monotonic() - started:.1f}s")
         workers = out / "workers"
         for node in [n["name"] for n in raw["nodes"] if "worker" in n["roles"]]:
-            with tarfile.open(out / "bundles" / f"{node}.tar.gz") as tar:
-                tar.extractall(workers, filter="data")
+            extract_bundle(out / "bundles" / f"{node}.tar.gz", workers)
         yield Env(name, raw, cluster, lab, out, workers)
     finally:
         down(labdir)

@@ -21,7 +21,6 @@ import os
 import resource
 import shutil
 import subprocess
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from .procs import Process
 from .sandbox import CLEAN_PATH, Sandbox, mount_roots
 from .units import ServiceUnit, UnitError, parse_unit
 from ..spec import is_ip as _is_ip
+from ..fsutil import extract_bundle
 
 # The order the lab starts components in, across nodes. Workers' units are not run.
 STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3}
@@ -294,8 +294,7 @@ def _extract(archive: Path, dest: Path) -> None:
         raise LabError(f"{archive} is missing; `hardway bundle` should have written it")
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
+    extract_bundle(archive, dest)
 
 
 def _install(lab: Lab, out: Path, node: str) -> None:
