@@ -2,7 +2,7 @@
 
 The tests marked ``slow`` run the real binaries from the build cache. When they are missing
 they are skipped with the command that builds them, except under CI=true, where they are
-built (about 25 minutes cold on 2 cores, see docs/binaries.md).
+built (about 18 minutes cold on 2 cores, see docs/binaries.md).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def built() -> dict[str, Path]:
     if missing and os.environ.get("CI") != "true":
         pytest.skip(
             f"{', '.join(missing)} not built in {bin_dir}; build them with `{BUILD_COMMAND}` "
-            "(about 25 minutes cold, see docs/binaries.md)"
+            "(about 18 minutes cold, see docs/binaries.md)"
         )
 
     def progress(name: str, index: int, total: int) -> None:

@@ -128,6 +128,52 @@ def test_install_md_is_written_for_its_node(ha):
         assert str(n.address) in lb  # hosts lines
 
 
+@pytest.mark.parametrize("example", ["ha", "kthw"])
+def test_arch_is_set_before_the_urls_use_it(example, tmp_path):
+    """Every INSTALL.md and README.md that downloads from a `${ARCH}` URL says how to set ARCH first."""
+    cluster = load(example)
+    materials = reconcile(cluster, tmp_path / "pki").materials
+    using = []
+    for plan in iter_node_plans(cluster, materials):
+        for m in layout.members(cluster, plan):
+            if not m.name.endswith((layout.INSTALL_MD, layout.README)):
+                continue
+            text = m.data.decode()
+            if "${ARCH}" not in text:
+                continue
+            define = text.find("ARCH=$(dpkg --print-architecture)")
+            assert 0 <= define < text.index("${ARCH}"), m.name
+            assert "ARCH=$(uname -m | sed -e s/x86_64/amd64/ -e s/aarch64/arm64/)" in text, m.name
+            using.append(m.name.split("/")[0])
+    assert {"workstation", "node-0"} <= set(using)  # not vacuous
+
+
+def test_the_load_balancer_checks_haproxy_from_its_package(ha):
+    cluster, _, materials, plans = ha
+    lb = plans["lb"]
+    assert [(b["name"], b["path"], b.get("package")) for b in lb.notes["binaries"]] == \
+        [("haproxy", "/usr/sbin/haproxy", "haproxy")]
+    assert "haproxy" in lb.notes["packages"]
+    members = {m.name: m.data.decode() for m in layout.members(cluster, lb) if not m.is_dir}
+    assert "b 755 - /usr/sbin/haproxy" in members["lb/install.sh"]
+    text = members["lb/INSTALL.md"]
+    assert "`/usr/sbin/haproxy` comes from the Debian package `haproxy`" in text
+    assert "Binaries to download" not in text and "${ARCH}" not in text and "dl.k8s.io" not in text
+
+
+def test_the_bundles_lock_is_beside_the_bundles_not_among_them(ha_copy):
+    import fcntl
+    cluster, out, materials, _ = ha_copy
+    write_bundles(cluster, materials, out)
+    assert not (out / "bundles" / ".lock").exists()
+    assert [p.name for p in (out / "bundles").iterdir() if not p.name.endswith(".tar.gz")] == []
+    with open(out / ".bundles.lock", "a") as held:  # another run holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(HardwayError, match="another hardway run is writing"):
+            write_bundles(cluster, materials, out)
+    write_bundles(cluster, materials, out)  # released: fine again
+
+
 def test_a_plan_with_an_unsafe_path_is_refused(ha):
     cluster, _, _, plans = ha
     bad = with_files(plans["lb"], PlannedFile("/etc/haproxy/../shadow", 0o644, b"x", "bad"))

@@ -293,11 +293,15 @@ def test_start_refuses_with_root(built, dash, tmp_path):
     assert not (tmp_path / "root").exists()
 
 
-@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs here: --start would start units")
-def test_start_refuses_without_systemd(built, dash, tmp_path):
+def test_start_refuses_without_systemd(built, dash, tmp_path, prerequisite):
+    # In a private mount namespace with a tmpfs over /run: no /run/systemd/system, even on a host
+    # that runs systemd (and the host's /etc etc. are out of reach should it not refuse).
     folder = unpack(built("ha"), "lb", tmp_path / "bundle")
-    r = install(dash, folder, "--start")
-    assert r.returncode != 0 and "needs systemd" in r.stderr
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path,
+                            prerequisite, systemd=False)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "needs systemd" in r.stderr
+    assert calls == []
 
 
 def test_install_sh_is_posix_sh(built, prerequisite):
@@ -319,12 +323,14 @@ def test_install_sh_is_posix_sh(built, prerequisite):
 
 # ---------------------------------------------------------------- --start -----------------------
 
-ISOLATED = ("/run", "/etc", "/opt", "/var/lib", "/usr/local/bin")  # tmpfs over each: the host is never touched
+# tmpfs over each: the host is never touched. /usr/sbin last (`mount` is in /usr/bin, but still).
+ISOLATED = ("/run", "/etc", "/opt", "/var/lib", "/usr/local/bin", "/usr/local/sbin", "/usr/sbin")
 
 
-def in_namespace(script: str, tmp_path: Path, prerequisite) -> tuple[subprocess.CompletedProcess, list[str]]:
+def in_namespace(script: str, tmp_path: Path, prerequisite, systemd: bool = True) -> tuple[subprocess.CompletedProcess, list[str]]:
     """Run `script` (sh) in a private mount namespace with tmpfs over ISOLATED, systemd faked: a
-    /run/systemd/system directory and a `systemctl` on PATH that records its arguments."""
+    /run/systemd/system directory (unless not `systemd`) and a `systemctl` on PATH that records
+    its arguments."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         prerequisite("root and unshare (a private mount namespace for --start)", "sudo (util-linux provides unshare)")
     fake = tmp_path / "fakebin"
@@ -334,12 +340,12 @@ def in_namespace(script: str, tmp_path: Path, prerequisite) -> tuple[subprocess.
     (fake / "systemctl").chmod(0o755)
     mounts = " && ".join(f"mount -t tmpfs tmpfs {d}" for d in ISOLATED)
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                        f"{mounts} && mkdir -p /run/systemd/system && PATH={fake}:$PATH && {script}"],
+                        f"{mounts} && {'mkdir -p /run/systemd/system' if systemd else ':'} && PATH={fake}:$PATH && {script}"],
                        capture_output=True, text=True, timeout=120)
     return r, log.read_text().splitlines() if log.exists() else []
 
 
-@pytest.mark.parametrize("example,node", [("ha", "lb"), ("kthw", "node-0")])
+@pytest.mark.parametrize("example,node", [("ha", "lb"), ("ha", "controller-0"), ("kthw", "node-0")])
 def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, prerequisite, example, node):
     b = built(example)
     plan = b.plans[node]
@@ -354,10 +360,15 @@ def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, pre
                             f" && {dash} {folder}/install.sh --start && stat -c '%a %n' {listing}", tmp_path, prerequisite)
     assert r.returncode == 0, r.stdout + r.stderr
     first, second = calls[:calls.index("---")], calls[calls.index("---") + 1:]
-    expect = lambda verb: ["daemon-reload"] + [c for u in plan.units  # noqa: E731
-                                               for c in (f"enable --quiet {u}", f"{verb} {u}", f"is-active {u}")]
+    # Every job is queued without waiting (--no-block: an etcd member waiting for its peers must not
+    # hold up the script), then each unit's state is reported.
+    expect = lambda verb: (["daemon-reload"]  # noqa: E731
+                           + [c for u in plan.units for c in (f"enable --quiet {u}", f"--no-block {verb} {u}")]
+                           + [f"is-active {u}" for u in plan.units])
     assert first == expect("restart")  # files were installed: (re)start them
     assert second == expect("start")  # nothing changed: start is a no-op on running units
+    quorum = "run install.sh --start on the other controllers now" in r.stdout
+    assert quorum == (node == "controller-0"), r.stdout  # ha: 3 etcd members
     modes = dict(line.split(" ", 1)[::-1] for line in r.stdout.splitlines() if line.startswith(("6", "7")))
     assert modes == {f.path: f"{f.mode:o}" for f in plan.files}
 
@@ -368,4 +379,13 @@ def test_start_refuses_before_installing_when_binaries_are_missing(built, dash, 
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
     assert "binaries missing" in r.stderr and "/usr/local/bin/kube-apiserver" in r.stderr
+    assert calls == []
+
+
+def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_path, prerequisite):
+    # /usr/sbin is an empty tmpfs in the namespace: no haproxy, whatever the host has.
+    folder = unpack(built("ha"), "lb", tmp_path / "bundle")
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "binaries missing: /usr/sbin/haproxy" in r.stderr
     assert calls == []

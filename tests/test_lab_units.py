@@ -237,3 +237,10 @@ def test_lab_binaries_task_reports_the_cache_and_refuses_other_versions(tmp_path
                            capture_output=True, text=True, env=env, timeout=60)
     assert other.returncode != 0 and "Traceback" not in other.stderr
     assert "v1.36.0" in other.stderr and "HARDWAY_BIN_DIR" in other.stderr
+
+
+def test_lab_up_timeout_shows_its_value_type():
+    """`lab.up --help` shows `-t INT, --timeout=INT`: Invoke prints no placeholder for a float default."""
+    from hardway.lab.tasks import up
+    timeout = next(a for a in up.get_arguments() if a.name == "timeout")
+    assert timeout.kind is int and timeout.takes_value

@@ -108,13 +108,21 @@ def remove_archive(path: Path) -> None:
     fsync_dir(path.parent)
 
 
+def lock_path(bundles: Path) -> Path:
+    return bundles.parent / f".{bundles.name}.lock"
+
+
 @contextmanager
 def locked(bundles: Path) -> Iterator[None]:
-    """One writer per bundles directory at a time; stale temp files of a killed run are removed."""
+    """One writer per bundles directory at a time; stale temp files of a killed run are removed.
+
+    The lock file is `.<name>.lock` beside the directory (`<out>/.bundles.lock`), not in it: the
+    bundles directory holds only what an operator copies to the nodes. It stays (unlinking a file
+    others may be waiting to flock would let two runs hold "the" lock at once)."""
     if bundles.exists() and not bundles.is_dir():
         raise HardwayError(f"{bundles} is not a directory; hardway writes the bundles there: move it away")
     bundles.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    with open(bundles / ".lock", "a") as lock:
+    with open(lock_path(bundles), "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

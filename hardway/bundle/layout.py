@@ -204,6 +204,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
     files = sorted(plan.files, key=lambda f: f.path)
     modules_files = [f for f in files if f.path.startswith("/etc/modules-load.d/")]
     entries = manifest(plan) if plan.node != WORKSTATION else []
+    downloads = [b for b in notes.get("binaries", []) if "package" not in b]
     return dict(
         cluster=cluster,
         plan=plan,
@@ -217,14 +218,16 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         units=list(plan.units),
         manifest=manifest_text(entries),
         binaries=list(notes.get("binaries", [])),
+        downloads=downloads,  # the other binaries come from Debian packages
+        packaged=[b for b in notes.get("binaries", []) if "package" in b],
         packages=list(notes.get("packages", [])),
         routes=list(notes.get("routes", [])),
         hosts=[_host_line(h) for h in notes.get("hosts", [])],
         has=lambda path: path in plan.paths,
         endpoint_is_name=not _is_ip(cluster.api_endpoint),
-        example_binary=next((b for b in notes.get("binaries", []) if not b["path"].endswith("/")
+        example_binary=next((b for b in downloads if not b["path"].endswith("/")
                              and not str(b.get("url_hint", "")).split()[0].endswith((".tar.gz", ".tgz"))),
-                            (notes.get("binaries") or [None])[0]),
+                            (downloads or [None])[0]),
         hosts_file=next((f.path.lstrip("/") for f in files if f.path == "/hosts"), None),
         routes_file=next((f.path.lstrip("/") for f in files if f.path.rsplit("/", 1)[-1].startswith("routes")), None),
         ROOTFS=ROOTFS,

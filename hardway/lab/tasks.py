@@ -20,7 +20,7 @@ def _labdir(out: str, lab_dir: str | None) -> Path:
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "lab-dir": LABDIR_HELP,
             "bin-dir": "a directory of official release binaries to use first (also: HARDWAY_BIN_DIR)",
             "timeout": "seconds each component may take to become ready (default 180)"})
-def up(c, spec=None, out="out", lab_dir=None, bin_dir=None, timeout=180.0):
+def up(c, spec=None, out="out", lab_dir=None, bin_dir=None, timeout=180):
     """Boot the spec's control plane from its bundles in network namespaces (needs root)."""
     from .. import tasks as core
     from ..output import console, err_console

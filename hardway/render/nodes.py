@@ -107,6 +107,10 @@ class _Shared:
         out = []
         for name in names:
             b = self.layout.binaries[name]
+            if "package" in b:  # from the distribution, not downloaded
+                out.append({"name": name, "version": "Debian package", "path": b["path"], "package": b["package"],
+                            "url_hint": f"the Debian package `{b['package']}` (step 2)"})
+                continue
             version = str(self.cluster.version).lstrip("v") if b["version"] == "kubernetes" else str(self.version[b["version"]])
             out.append({"name": name, "version": f"v{version}", "path": b["path"],
                         "url_hint": b["url"].replace("{version}", version)})
