@@ -27,6 +27,7 @@ from hardway.errors import HardwayError
 from hardway.pki import (check_store, generate_materials, issue, load_materials, parse_import, plan_actions,
                          reconcile, renew)
 from hardway.pki import store as store_module
+from test_pki_certs import need_openssl  # one definition of the OpenSSL prerequisite
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -53,15 +54,6 @@ def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
 
 def changed(before: dict, after: dict) -> set[str]:
     return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-
-
-def need_openssl() -> str:
-    found = shutil.which("openssl")
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl CLI missing (CI=true): apt-get install -y openssl")
-        pytest.skip("openssl CLI missing: apt-get install -y openssl")
-    return found
 
 
 @pytest.fixture
