@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import yaml
 
 from ..errors import HardwayError
+from ..plan import PlannedDir
 from ..resources import data_dir
 from ..spec import ROLES
 from ..versions import SUPPORTED_MINORS, KubernetesVersion
@@ -39,15 +40,8 @@ class FileRule:
 
 
 @dataclass(frozen=True)
-class DirRule:
-    path: str
-    mode: int
-    purpose: str = ""
-
-
-@dataclass(frozen=True)
 class RoleRules:
-    directories: tuple[DirRule, ...]
+    directories: tuple[PlannedDir, ...]
     files: tuple[FileRule, ...]
     units: tuple[str, ...]
     binaries: tuple[str, ...]
@@ -97,7 +91,7 @@ def _role_rules(source: str, where: str, raw: Any, kubeconfigs: Mapping[str, Kub
             raise _fail(source, at, f"path must be absolute, got {f.get('path')!r}")
         files.append(FileRule(path=f["path"], mode=_mode(source, at, f.get("mode")), purpose=f.get("purpose", ""),
                               template=f.get("template"), kubeconfig=f.get("kubeconfig")))
-    dirs = tuple(DirRule(d["path"], _mode(source, f"{where}.directories[{i}]", d.get("mode")), d.get("purpose", ""))
+    dirs = tuple(PlannedDir(d["path"], _mode(source, f"{where}.directories[{i}]", d.get("mode")), d.get("purpose", ""))
                  for i, d in enumerate(raw.get("directories") or []))
     names = tuple(raw.get("binaries") or ())
     unknown = [b for b in names if b not in binaries]

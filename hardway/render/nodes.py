@@ -21,7 +21,7 @@ from ..errors import HardwayError
 from ..plan import WORKSTATION, NodePlan, PlannedDir, PlannedFile
 from ..spec import ROLES, Cluster, Node
 from ..spec import is_ip as _is_ip
-from .data import DirRule, FileRule, Layout, RoleRules, layout, version_row
+from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
 from .templates import render_template
 
@@ -127,8 +127,8 @@ def _encryption_providers(keys) -> list[dict]:
 
 
 
-def _merge(rules: list[RoleRules]) -> tuple[list[DirRule], list[FileRule], list[str], list[str], list[str]]:
-    dirs: dict[str, DirRule] = {}
+def _merge(rules: list[RoleRules]) -> tuple[list[PlannedDir], list[FileRule], list[str], list[str], list[str]]:
+    dirs: dict[str, PlannedDir] = {}
     files: dict[str, FileRule] = {}
     units: list[str] = []
     binaries: list[str] = []
@@ -197,7 +197,7 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
         node=name,
         roles=roles,
         files=tuple(sorted(files.values(), key=lambda f: f.path)),
-        directories=tuple(sorted((PlannedDir(d.path, d.mode, d.purpose) for d in dirs), key=lambda d: d.path)),
+        directories=tuple(sorted(dirs, key=lambda d: d.path)),
         units=tuple(units),
         notes=notes,
     )
