@@ -1,7 +1,47 @@
-"""Small durable-write helpers shared by the stages that write to disk (PKI store, bundles)."""
+"""The one durable-write path every stage uses (PKI store, kubeconfigs, node trees, bundles, lab).
+
+A file is never written in place: its bytes go to a temp file beside it (one naming scheme,
+`temp_path`), are made durable, then renamed over the target. A run killed at any moment leaves
+each file either old or new, plus at most some temp files that `leftover_temp_files` finds.
+Errors name the file the user knows, never its temp file.
+"""
+
+from __future__ import annotations
 
 import os
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
+
+TEMP_PREFIX = ".hardway-"
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh, unique temp name beside `path` (two runs never share one)."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)
+
+
+def leftover_temp_files(root: Path) -> list[Path]:
+    """Temp files under `root` of a run that was killed mid-write (never the real files)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}") if p.is_file())
+
+
+@contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError inside (a full disk, a read-only mount) names `path`, not its temp file."""
+    try:
+        yield
+    except OSError as e:
+        e.filename, e.filename2 = str(path), None
+        raise
 
 
 def fsync_dir(path: Path) -> None:
@@ -11,6 +51,86 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def syncfs(path: Path) -> None:
+    """Flush the whole filesystem holding directory `path` (one call instead of one fsync per file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc is None or _libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+try:
+    import ctypes
+    _libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded into this process
+    _libc.syncfs  # noqa: B018  (Linux only)
+except (OSError, AttributeError):
+    _libc = None
+
+
+def _write_temp(path: Path, data: bytes, mode: int, fsync: bool) -> Path:
+    tmp = temp_path(path)
+    with naming(path):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            os.fchmod(fd, mode)  # exact mode, whatever the umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+    return tmp
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write(path: Path, data: bytes, mode: int, *, durable: bool = True) -> None:
+    """Replace `path` with `data` at exactly `mode`: temp file beside it, fsync, rename, fsync the
+    directory. A symlink at `path` is replaced, never written through. `durable=False` skips the
+    fsyncs for callers that flush a whole batch themselves (`write_batch`)."""
+    tmp = _write_temp(path, data, mode, durable)
+    try:
+        with naming(path):
+            os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_batch(root: Path, files: Iterable[tuple[Path, bytes, int]]) -> None:
+    """Atomically replace many files under directory `root` (parents must exist): write every temp
+    file, make them durable with one syncfs, rename each over its target in order, syncfs again for
+    the renames. The same guarantee as fsync + rename + fsync(dir) per file, at a fraction of the
+    cost: a run killed (or a machine losing power) at any moment leaves each file old or new."""
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, data, mode in files:
+            temps.append((_write_temp(path, data, mode, fsync=False), path))
+        syncfs(root)
+        while temps:
+            tmp, path = temps[0]
+            with naming(path):
+                os.replace(tmp, path)
+            temps.pop(0)
+        syncfs(root)
+    finally:
+        for tmp, _ in temps:
+            _unlink(tmp)
 
 
 def extract_bundle(archive: Path, dest: Path) -> None:
