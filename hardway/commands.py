@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from . import output
 from .errors import check_directory_path
 from .output import console, err_console
 from .spec import Cluster
@@ -50,7 +51,7 @@ def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[
     _check_out(out, "pki")
     imports = [parse_import(arg) for arg in import_ca]
     result = reconcile(cluster, out / "pki", import_ca=imports, new_secrets=new_secret,
-                       retire_old_encryption=retire_old_encryption)
+                       retire_old_encryption=retire_old_encryption, progress=output.progress)
     if any(a.action != KEEP for a in result.actions):
         console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}"))
     for note in result.notes:
@@ -64,7 +65,7 @@ def _reconciled_materials(cluster: Cluster, out: Path):
     from .pki import KEEP, reconcile
     from .pki.report import summary_line
     _check_out(out, "pki")
-    result = reconcile(cluster, out / "pki")
+    result = reconcile(cluster, out / "pki", progress=output.progress)
     for note in result.notes:
         err_console.print(f"[dim]note:[/] {note}")
     if any(a.action != KEEP for a in result.actions):
@@ -168,7 +169,7 @@ def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, 
     from .pki import renew
     from .pki.report import actions_table, summary_line
     _check_out(out, "pki")
-    result = renew(cluster, out / "pki", entry=entry, node=node, rotate_keys=rotate_keys)
+    result = renew(cluster, out / "pki", entry=entry, node=node, rotate_keys=rotate_keys, progress=output.progress)
     console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}", show_kept=True))
     for note in result.notes:
         err_console.print(f"[dim]note:[/] {note}")

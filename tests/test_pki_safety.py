@@ -30,6 +30,7 @@ from hardway import spec
 from hardway.errors import HardwayError
 from hardway.pki import (check_store, issue, load_materials, parse_import, plan_actions, plan_report, preview,
                          reconcile)
+from hardway import fsutil
 from hardway.pki import store as store_module
 from hardway.render import node_plan
 
@@ -436,7 +437,7 @@ def test_an_os_error_inside_a_stage_becomes_a_clean_message(tmp_path, monkeypatc
     def full(fd, mode):  # the first write of the store fails, as on a full disk (no file name in the error)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store_module.os, "fchmod", full)
+    monkeypatch.setattr(fsutil.os, "fchmod", full)  # inside the one durable-write path
     with pytest.raises(Exit) as e:
         _run(lambda: run_pki(cluster, tmp_path / "out", []))
     assert e.value.code == 1

@@ -26,6 +26,7 @@ from hardway import spec
 from hardway.errors import HardwayError
 from hardway.pki import (check_store, generate_materials, issue, load_materials, parse_import, plan_actions,
                          reconcile, renew)
+from hardway import fsutil
 from hardway.pki import store as store_module
 from test_pki_certs import need_openssl  # one definition of the OpenSSL prerequisite
 
@@ -261,7 +262,7 @@ def test_interrupted_first_run_ca_key_without_cert_recovers(tmp_path, ha):
 @pytest.mark.parametrize("fail_after", [0, 1, 3, 4, 6, 8, 10, 25, 40, 55])
 def test_a_run_failing_between_writes_leaves_a_usable_store(tmp_path, monkeypatch, ha, fail_after):
     root = tmp_path / "pki"
-    real = store_module._rename
+    real = fsutil.os.replace  # the rename of the one durable-write path (hardway/fsutil.py)
     done = []
 
     def flaky(tmp, path):
@@ -270,10 +271,11 @@ def test_a_run_failing_between_writes_leaves_a_usable_store(tmp_path, monkeypatc
         real(tmp, path)
         done.append(path)
 
-    monkeypatch.setattr(store_module, "_rename", flaky)
+    monkeypatch.setattr(fsutil.os, "replace", flaky)
     with pytest.raises(KeyboardInterrupt):
         reconcile(ha, root)
-    monkeypatch.setattr(store_module, "_rename", real)
+    monkeypatch.setattr(fsutil.os, "replace", real)
+    assert len(done) == fail_after, "the run was killed at the rename it was meant to be"
     assert not store_module.leftover_temp_files(root)
     survived = snapshot(root)
     # every file the killed run wrote is whole: a certificate parses, a key parses

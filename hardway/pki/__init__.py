@@ -18,11 +18,12 @@ docs/pki.md describes the store, the decisions and how to replace a CA.
 from .catalog import Catalog, CatalogError, Desired, Identity, default_catalog, desired_leaves, load_catalog
 from .check import CertRow, CheckReport, check_store
 from .materials import Materials, node_files
-from .reconcile import (CREATE, ERROR, KEEP, REISSUE, Action, ImportedCA, ReconcileResult, generate_materials,
-                        load_materials, parse_import, plan_actions, plan_report, preview, reconcile, renew)
+from .reconcile import (CREATE, ERROR, KEEP, REISSUE, Action, ActionKind, ImportedCA, ReconcileResult,
+                        generate_materials, load_materials, parse_import, plan_actions, plan_report, preview,
+                        reconcile, renew)
 
 __all__ = [
-    "Action", "Catalog", "CatalogError", "CertRow", "CheckReport", "CREATE", "Desired", "ERROR", "Identity",
+    "Action", "ActionKind", "Catalog", "CatalogError", "CertRow", "CheckReport", "CREATE", "Desired", "ERROR", "Identity",
     "ImportedCA", "KEEP", "Materials", "REISSUE", "ReconcileResult", "check_store", "default_catalog",
     "desired_leaves", "generate_materials", "load_catalog", "load_materials", "node_files", "parse_import",
     "plan_actions", "plan_report", "preview", "reconcile", "renew",

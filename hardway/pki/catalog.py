@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import yaml
 
@@ -71,7 +71,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class Catalog:
-    install_dir: str
+    install_dir: str  # where delivered files land on a node: units/plan.yaml's paths.pki
     authorities: tuple[Authority, ...]
     leaves: tuple[Leaf, ...]
     secrets: tuple[Secret, ...]
@@ -103,19 +103,23 @@ def _host(value: str):
     return ipaddress.ip_address(value) if _is_ip(value) else value
 
 
-SAN_RULES: dict[str, tuple[bool, Callable[[Cluster, Node | None], Iterable]]] = {
-    # name: (needs a node, rule)
-    "kubernetes-service-names": (False, lambda c, n: (
+class SanRule(NamedTuple):
+    needs_node: bool
+    values: Callable[[Cluster, Node | None], Iterable[str | IPAddress]]
+
+
+SAN_RULES: dict[str, SanRule] = {
+    "kubernetes-service-names": SanRule(False, lambda c, n: (
         "kubernetes", "kubernetes.default", "kubernetes.default.svc", f"kubernetes.default.svc.{c.cluster_domain}")),
-    "kubernetes-service-ip": (False, lambda c, n: (c.kubernetes_service_ip,)),
-    "localhost": (False, lambda c, n: ("localhost",)),
-    "ipv4-loopback": (False, lambda c, n: (ipaddress.ip_address("127.0.0.1"),)),
-    "ipv6-loopback": (False, lambda c, n: (ipaddress.ip_address("::1"),)),
-    "api-endpoint": (False, lambda c, n: (_host(c.api_endpoint),)),
-    "extra-sans": (False, lambda c, n: tuple(_host(s) for s in c.extra_sans)),
-    "node-name": (True, lambda c, n: (n.name,)),
-    "node-fqdn": (True, lambda c, n: (n.fqdn,) if n.fqdn else ()),
-    "node-address": (True, lambda c, n: (n.address,)),
+    "kubernetes-service-ip": SanRule(False, lambda c, n: (c.kubernetes_service_ip,)),
+    "localhost": SanRule(False, lambda c, n: ("localhost",)),
+    "ipv4-loopback": SanRule(False, lambda c, n: (ipaddress.ip_address("127.0.0.1"),)),
+    "ipv6-loopback": SanRule(False, lambda c, n: (ipaddress.ip_address("::1"),)),
+    "api-endpoint": SanRule(False, lambda c, n: (_host(c.api_endpoint),)),
+    "extra-sans": SanRule(False, lambda c, n: tuple(_host(s) for s in c.extra_sans)),
+    "node-name": SanRule(True, lambda c, n: (n.name,)),
+    "node-fqdn": SanRule(True, lambda c, n: (n.fqdn,) if n.fqdn else ()),
+    "node-address": SanRule(True, lambda c, n: (n.address,)),
 }
 
 
@@ -154,7 +158,7 @@ def identity(cluster: Cluster, leaf: Leaf, node: Node | None) -> Identity:
     dns: dict[str, None] = {}
     ips: dict[IPAddress, None] = {}
     for rule in leaf.sans:
-        for value in SAN_RULES[rule][1](cluster, node):
+        for value in SAN_RULES[rule].values(cluster, node):
             if isinstance(value, str):
                 dns[value.lower()] = None
             else:
@@ -184,6 +188,25 @@ def default_catalog() -> Catalog:
     return load_catalog(default_path())
 
 
+def plan_path() -> Path:
+    return data_dir("units") / "plan.yaml"
+
+
+@cache
+def install_dir() -> str:
+    """Where delivered PKI files land on a node: `paths.pki` of units/plan.yaml, the one place it is
+    written (the templates read it there too)."""
+    path = plan_path()
+    try:
+        paths = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("paths") or {}
+    except (OSError, yaml.YAMLError, AttributeError) as e:
+        raise CatalogError(f"{path}: cannot read paths.pki, where PKI files land on a node: {e}") from None
+    value = paths.get("pki") if isinstance(paths, dict) else None
+    if not (isinstance(value, str) and value.startswith("/")):
+        raise CatalogError(f"{path}: paths.pki: {value!r} must be an absolute path (where PKI files land on a node)")
+    return value.rstrip("/") or "/"
+
+
 def load_catalog(path: str | Path) -> Catalog:
     path = Path(path)
     try:
@@ -193,7 +216,8 @@ def load_catalog(path: str | Path) -> Catalog:
     return parse_catalog(data, str(path))
 
 
-def parse_catalog(data: object, source: str = "pki/catalog.yaml") -> Catalog:
+def parse_catalog(data: object, source: str = "pki/catalog.yaml", install_to: str | None = None) -> Catalog:
+    """`install_to`: where delivered files land on a node (default: units/plan.yaml's paths.pki)."""
     problems: list[str] = []
 
     def bad(where: str, message: str) -> None:
@@ -222,8 +246,8 @@ def parse_catalog(data: object, source: str = "pki/catalog.yaml") -> Catalog:
                 bad(where, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
         return tuple(value)
 
-    top = mapping(data, "(top level)", ("install_dir", "authorities", "certificates", "secrets"),
-                  ("install_dir", "authorities", "certificates", "secrets"))
+    top = mapping(data, "(top level)", ("authorities", "certificates", "secrets"),
+                  ("authorities", "certificates", "secrets"))
     names: set[str] = set(SECRETS)
 
     def name_of(value, where) -> str:
@@ -281,7 +305,7 @@ def parse_catalog(data: object, source: str = "pki/catalog.yaml") -> Catalog:
         for rule in sans:
             if rule not in SAN_RULES:
                 bad(where, f"unknown SAN rule {rule!r}; known rules: {', '.join(SAN_RULES)}")
-            elif SAN_RULES[rule][0] and per == "cluster":
+            elif SAN_RULES[rule].needs_node and per == "cluster":
                 bad(where, f"SAN rule {rule!r} needs a node, but the entry is per cluster")
         if "serverAuth" in usages and not sans:
             bad(where, "a serverAuth certificate needs SANs (clients verify the server's name against them)")
@@ -303,10 +327,7 @@ def parse_catalog(data: object, source: str = "pki/catalog.yaml") -> Catalog:
     else:
         bad("secrets", f"must be a mapping with keys {', '.join(SECRETS)}")
 
-    install_dir = top.get("install_dir")
-    if not (isinstance(install_dir, str) and install_dir.startswith("/")):
-        bad("install_dir", f"{install_dir!r} must be an absolute path")
     if problems:
         raise CatalogError("the certificate catalog is invalid:\n" + "\n".join(problems))
-    return Catalog(install_dir=str(install_dir).rstrip("/") or "/", authorities=tuple(authorities),
+    return Catalog(install_dir=install_to or install_dir(), authorities=tuple(authorities),
                    leaves=tuple(leaves), secrets=tuple(secrets))

@@ -11,6 +11,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography import x509
@@ -18,11 +19,22 @@ from cryptography import x509
 from ..spec import Cluster
 from . import issue
 from .catalog import Catalog, default_catalog
-from .reconcile import ERROR, KEEP, assess
+from .actions import ERROR, KEEP, Action
+from .assess import assess
 from .store import DIR_MODE, DiskStore, cert_rel, leftover_temp_files
 
 WARN_WITHIN = timedelta(days=30)
-OK, WARNING, FAILED = "ok", "warning", "error"
+
+
+class Status(StrEnum):
+    """A row of `check`."""
+
+    OK = "ok"
+    WARNING = "warning"
+    FAILED = "error"
+
+
+OK, WARNING, FAILED = Status
 
 
 @dataclass(frozen=True)
@@ -32,7 +44,7 @@ class CertRow:
     signer: str  # the CA's name; "self-signed" for a CA
     expires: datetime | None
     residual: timedelta | None
-    status: str  # ok | warning | error
+    status: Status
     problems: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
@@ -103,7 +115,7 @@ def check_store(cluster: Cluster, store_dir: Path, catalog: Catalog | None = Non
     store = DiskStore(root)
     plan = assess(cluster, store, catalog, at, thorough=True)
 
-    def row(entry: str, node: str | None, signer: str, data: bytes | None, verdict) -> None:
+    def row(entry: str, node: str | None, signer: str, data: bytes | None, verdict: Action) -> None:
         problems = []
         if verdict.action != KEEP:
             problems.append(verdict.reason if verdict.action == ERROR else f"`hardway pki` would {verdict.action} it: {verdict.reason}")
@@ -130,19 +142,20 @@ def check_store(cluster: Cluster, store_dir: Path, catalog: Catalog | None = Non
         report.problems += [f"{_label(entry, node)}: {p}" for p in problems]
         report.rows.append(CertRow(entry, node, signer, expires, residual, status, tuple(problems)))
 
-    for name, ca in plan.cas.items():
+    for ca in plan.authorities:
+        name = ca.name
         row(name, None, "self-signed" if ca.cert is None or ca.cert.issuer == ca.cert.subject else "external",
             store.read(f"{name}.crt"), ca.action)
     for leaf in plan.leaves:
         d = leaf.desired
         row(d.entry, d.node, d.signer, store.read(cert_rel(d.entry, d.node)), leaf.action)
-    for action in (plan.service_account, plan.encryption):
+    for action in (plan.service_account.action, plan.encryption.action):
         if action.action != KEEP:
             report.problems.append(f"{action.entry}: " + (action.reason if action.action == ERROR
                                                            else f"`hardway pki` would {action.action} it: {action.reason}"))
     report.problems += [e for e in plan.errors if not any(e in p for p in report.problems)]
-    if plan.encryption_note and plan.encryption.action == KEEP:
-        report.warnings.append(f"encryption: {plan.encryption_note}")
+    if plan.encryption.note and plan.encryption.action.action == KEEP:
+        report.warnings.append(f"encryption: {plan.encryption.note}")
 
     for path in [root, *root.rglob("*")]:
         st = path.lstat()

@@ -7,6 +7,7 @@ Also here: reading a certificate back into the facts the catalog cares about (`d
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import multiprocessing
 import os
@@ -87,6 +88,15 @@ def key_algorithm(key: PrivateKey | PublicKey) -> str:
 
 def same_public_key(a: PrivateKey | PublicKey, b: PrivateKey | PublicKey) -> bool:
     return public_pem(a) == public_pem(b)
+
+
+def key_fingerprint(key: PrivateKey | PublicKey) -> str:
+    """`sha256:<hex>` of the public key's SubjectPublicKeyInfo (DER): a key's identity, whatever a
+    certificate says about it. The same as `openssl x509 -in CA.crt -noout -pubkey | openssl pkey
+    -pubin -outform DER | sha256sum`. The one fingerprint of hardway: state.json records it."""
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
 def _generate_pem(algorithm: str) -> bytes:
@@ -223,12 +233,15 @@ def ca_problems(cert: x509.Certificate, key: PrivateKey | None, at: datetime) ->
     return problems
 
 
-def cert_sans(cert: x509.Certificate) -> tuple[set[str], set]:
+def san_texts(cert: x509.Certificate) -> set[str]:
+    """The certificate's SANs as `DNS:name` (lowercase: DNS names are case-insensitive) and `IP:address`
+    texts, as openssl prints them: the one SAN reader of hardway."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return set(), set()
-    return {d.lower() for d in san.get_values_for_type(x509.DNSName)}, set(san.get_values_for_type(x509.IPAddress))
+        return set()
+    return ({_san_text(d.lower()) for d in san.get_values_for_type(x509.DNSName)}
+            | {_san_text(ip) for ip in san.get_values_for_type(x509.IPAddress)})
 
 
 def cert_usages(cert: x509.Certificate) -> set[str]:
@@ -257,9 +270,8 @@ def differences(cert: x509.Certificate, identity: Identity) -> list[str]:
     want_subject = subject_name(identity.cn, identity.organizations)
     if cert.subject != want_subject:
         found.append(f"subject is {cert.subject.rfc4514_string()!r}, want {want_subject.rfc4514_string()!r}")
-    dns, ips = cert_sans(cert)
     want = {_san_text(d) for d in identity.dns_names} | {_san_text(i) for i in identity.ip_addresses}
-    have = {_san_text(d) for d in dns} | {_san_text(i) for i in ips}
+    have = san_texts(cert)
     if want != have:
         change = [f"+{s}" for s in sorted(want - have)] + [f"-{s}" for s in sorted(have - want)]
         found.append(f"SAN list changed ({', '.join(change)})")

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .check import FAILED, OK, WARNING, CheckReport
-from .reconcile import CREATE, ERROR, KEEP, REISSUE, Action
+from .actions import CREATE, ERROR, KEEP, REISSUE, Action, ActionKind
 
 _STYLE = {CREATE: "green", KEEP: "dim", REISSUE: "yellow", ERROR: "bold red"}
 _STATUS_STYLE = {OK: "green", WARNING: "yellow", FAILED: "bold red"}
@@ -40,8 +40,8 @@ def group_actions(actions: list[Action], show_kept: bool | None = None) -> list[
     return [(action, entry, _nodes_text(nodes), reason) for (action, entry, reason), nodes in groups.items()]
 
 
-def counts(actions: list[Action]) -> dict[str, int]:
-    found = {CREATE: 0, KEEP: 0, REISSUE: 0, ERROR: 0}
+def counts(actions: list[Action]) -> dict[ActionKind, int]:
+    found = dict.fromkeys(ActionKind, 0)
     for a in actions:
         found[a.action] += 1
     return found

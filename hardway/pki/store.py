@@ -12,10 +12,11 @@ Layout (relative to <out>/pki):
                                                                      fingerprint, the encryption keys and providers
     .lock                                                            flock'ed by the run in progress
 
-Each write goes to a temporary file in the same directory, made durable, then renamed over the target,
-and the rename made durable: a run killed at any moment leaves either the old file or the new one.
-Writes are committed in batches (one syncfs per batch rather than two fsyncs per file: 4000 files
-of a 1000-worker cluster would otherwise spend most of the run in fsync).
+Writes go through hardway.fsutil, the one durable-write path: each file to a temporary file in the
+same directory, made durable, then renamed over the target, and the rename made durable: a run
+killed at any moment leaves either the old file or the new one. Writes are committed in batches
+(fsutil.write_batch: one syncfs per batch rather than two fsyncs per file; 4000 files of a
+1000-worker cluster would otherwise spend most of the run in fsync).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from ..errors import HardwayError
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, leftover_temp_files, write_batch
+
+__all__ = ["Store", "MemoryStore", "OverlayStore", "DiskStore", "ensure_dir", "locked", "leftover_temp_files",
+           "cert_rel", "key_rel", "is_secret"]
 
 LOCK = ".lock"
 SA_KEY = "service-account.key"
@@ -40,8 +43,6 @@ NODES = "nodes"
 DIR_MODE = 0o700
 KEY_MODE = 0o600
 CERT_MODE = 0o644
-_TMP_PREFIX = ".hardway-"
-_TMP_SUFFIX = ".tmp"
 
 
 def cert_rel(entry: str, node: str | None = None) -> str:
@@ -56,27 +57,57 @@ def is_secret(rel: str) -> bool:
     return rel.endswith(".key")
 
 
+class Store(Protocol):
+    """What the reconciler needs of a store (kubeadm keeps its disk behind such an interface too).
+    Files are named relative to the store's root: `ca.key`, `nodes/node-0/kubelet-client.crt`."""
+
+    root: Path | None  # the directory it reads from, for commands a message suggests; None in memory
+
+    def read(self, rel: str) -> bytes | None: ...  # None: no such file; b"": present but unreadable
+
+    def write(self, rel: str, data: bytes) -> None: ...  # may be queued until `flush`
+
+    def flush(self) -> None: ...  # everything written so far is durable (a commit point)
+
+    def remove(self, rel: str) -> None: ...  # after a flush, durably
+
+
 class MemoryStore:
     """A store held in a dict: what `generate_materials` reconciles into (no disk at all)."""
 
+    root: Path | None = None
+
     def __init__(self, files: dict[str, bytes] | None = None):
         self.files = dict(files or {})
-        self.written: list[str] = []
 
     def read(self, rel: str) -> bytes | None:
         return self.files.get(rel)
 
     def write(self, rel: str, data: bytes) -> None:
         self.files[rel] = data
-        self.written.append(rel)
+
+    def flush(self) -> None:
+        pass
 
     def remove(self, rel: str) -> None:
         self.files[rel] = None  # also hides a file of the store an overlay reads through to
 
 
+class OverlayStore(MemoryStore):
+    """Reads through to a store on disk; keeps every write in memory (what `preview` runs on)."""
+
+    def __init__(self, disk: DiskStore):
+        super().__init__()
+        self.disk = disk
+        self.root = disk.root
+
+    def read(self, rel: str) -> bytes | None:
+        return self.files[rel] if rel in self.files else self.disk.read(rel)
+
+
 class DiskStore:
     """A store directory. Reads are cached (each file is read once per run). Writes are atomic and
-    batched: `write` queues, `flush` commits the queue (see `_commit_batch`), and so does every
+    batched: `write` queues, `flush` commits the queue (fsutil.write_batch), and so does every
     BATCH-th write. Callers flush where an order must be durable (a CA key before its certificate)."""
 
     BATCH = 256
@@ -84,7 +115,6 @@ class DiskStore:
     def __init__(self, root: Path, writable: bool = False):
         self.root = Path(root)
         self.writable = writable
-        self.written: list[str] = []
         self._cache: dict[str, bytes | None] = {}
         self._pending: list[tuple[str, bytes]] = []
 
@@ -108,10 +138,12 @@ class DiskStore:
 
     def flush(self) -> None:
         pending, self._pending = self._pending, []
-        if pending:
-            _commit_batch(self.root, [(self.root / rel, data, KEY_MODE if is_secret(rel) else CERT_MODE)
-                                      for rel, data in pending])
-            self.written += [rel for rel, _ in pending]
+        if not pending:
+            return
+        files = [(self.root / rel, data, KEY_MODE if is_secret(rel) else CERT_MODE) for rel, data in pending]
+        for parent in dict.fromkeys(path.parent for path, _, _ in files):
+            ensure_dir(parent, self.root, durable=False)  # made durable by write_batch's syncfs
+        write_batch(self.root, files)
 
     def remove(self, rel: str) -> None:
         """Delete a file now (after a flush: what is queued is written first), durably."""
@@ -130,72 +162,6 @@ class DiskStore:
         return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
 
 
-def _syncfs(path: Path) -> None:
-    """Flush the whole filesystem holding `path` (one call instead of one fsync per file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        if _libc is None or _libc.syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
-
-try:
-    import ctypes
-    _libc = ctypes.CDLL(None, use_errno=True)  # the C library already loaded into this process
-    _libc.syncfs  # noqa: B018  (Linux only)
-except (OSError, AttributeError):
-    _libc = None
-
-
-def _commit_batch(root: Path, files: list[tuple[Path, bytes, int]]) -> None:
-    """Atomically replace many files: write every temp file (same directory as its target), make them
-    durable with one syncfs, rename each over its target in order, syncfs again for the renames.
-    The same guarantee as fsync + rename + fsync(dir) per file, at a fraction of the cost: a run
-    killed (or a machine losing power) at any moment leaves each file either old or new."""
-    temps: list[tuple[Path, Path]] = []
-    try:
-        for path, data, mode in files:
-            ensure_dir(path.parent, root, durable=False)
-            tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-            with _naming(path):
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-                temps.append((tmp, path))
-                try:
-                    os.fchmod(fd, mode)  # exact mode, whatever the umask
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                finally:
-                    os.close(fd)
-        _syncfs(root)
-        while temps:
-            tmp, path = temps[0]
-            _rename(tmp, path)
-            temps.pop(0)
-        _syncfs(root)
-    finally:
-        for tmp, _ in temps:
-            try:
-                tmp.unlink()
-            except FileNotFoundError:
-                pass
-
-
-@contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """An OSError inside (a full disk, a read-only mount) names the file being written, not its temp file."""
-    try:
-        yield
-    except OSError as e:
-        e.filename, e.filename2 = str(path), None
-        raise
-
-
-def _rename(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-
-
 def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
     """Create `path` (and parents up to `root`) with mode 0700; fsync its parent when `durable`."""
     if path.is_dir():
@@ -211,37 +177,6 @@ def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
     os.chmod(path, DIR_MODE)
     if durable:
         fsync_dir(path.parent)
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data`: temp file in the same directory, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{secrets.token_hex(4)}{_TMP_SUFFIX}")
-    with _naming(path):
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact mode, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def leftover_temp_files(root: Path) -> list[Path]:
-    """Temporary files of a run that was killed mid-write (never the real files)."""
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.rglob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}") if p.is_file())
 
 
 @contextmanager
