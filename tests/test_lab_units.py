@@ -101,10 +101,10 @@ def test_flags_with_separate_values_and_refusal_of_positionals():
 # ---------------------------------------------------------------- network plan -----------------
 
 @pytest.mark.parametrize("example", ["kthw", "ha", "large"])
-def test_network_plan_covers_controllers_and_loadbalancers(example, tmp_path):
+def test_network_plan_covers_every_node(example, tmp_path):
     cluster = spec.load(resources.example_path(example))
     net = plan_network(cluster, lab_prefix(tmp_path))
-    simulated = {n.name for n in cluster.nodes if n.is_controller or n.is_loadbalancer}
+    simulated = {n.name for n in cluster.nodes}
     assert {m.node for m in net.members} == simulated | {WORKSTATION}
     for m in net.members:
         if m.node != WORKSTATION:

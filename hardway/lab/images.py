@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fsutil import atomic_write
+
 __all__ = [
     "BUSYBOX_APPLETS",
     "BUSYBOX_REF",
@@ -245,10 +247,7 @@ def image_archive_bytes(images: Iterable[Image], arch: str | None = None) -> byt
 
 def write_oci_archive(images: Iterable[Image], dest: Path, arch: str | None = None) -> None:
     """Write `image_archive_bytes(images, arch)` to `dest`, replacing it atomically."""
-    dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    tmp.write_bytes(image_archive_bytes(images, arch))
-    os.replace(tmp, dest)
+    atomic_write(Path(dest), image_archive_bytes(images, arch), 0o644)
 
 
 def import_argv(ctr: str | os.PathLike, archive: str | os.PathLike, address: str | os.PathLike | None = None,

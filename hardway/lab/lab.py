@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ from typing import Callable
 from .. import binaries as binaries_mod
 from ..plan import WORKSTATION
 from ..spec import Cluster
-from . import netns, procs
+from . import netns, procs, workers as wk
 from .netns import LabError, Network
 from .probes import Probe, host_path, loadbalancer_probe, probe_for, run_probe
 from .procs import Process
@@ -38,10 +39,15 @@ from .units import ServiceUnit, UnitError, parse_unit
 from ..spec import is_ip as _is_ip
 from ..fsutil import extract_bundle
 
-# The order the lab starts components in, across nodes. Workers' units are not run.
-STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3}
-WORKER_BINARIES = ("containerd", "kubelet", "kube-proxy")
+# The order the lab starts components in, across nodes: the workstation README's order. Stage 4 has
+# no unit: the workstation applies its manifests with super-admin once the API answers; then the
+# workers (pod-nat's iptables and containerd, the lab imports the images, the kubelet and kube-proxy).
+STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3,
+          "iptables": 5, "ip6tables": 5, "containerd": 5, "kubelet": 7, "kube-proxy": 7}
+MANIFESTS_STAGE, IMAGES_STAGE, NODES_READY_STAGE = 4, 6, 8
 LAB_BINARIES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+WORKER_BINARIES = ("kubelet", "kube-proxy") + binaries_mod.WORKER_BINARIES
+HOLDER = "node-namespace"  # the process whose namespaces a worker's units share
 
 STATE = "lab.json"
 HOSTS = "hosts.txt"  # node names are DNS labels (no dot): no node directory can clash with these
@@ -69,6 +75,8 @@ class Lab:
     probes: list[Probe] = field(default_factory=list)
     binds: dict[str, list[list[str]]] = field(default_factory=dict)  # node -> [[host source, node path]]
     notes: list[str] = field(default_factory=list)  # what the lab does differently from real nodes
+    setup: dict[str, list[str]] = field(default_factory=dict)  # node -> shell lines of its namespace
+    cgroups: list[str] = field(default_factory=list)  # kubelets' cgroup roots, removed by down
 
     # ------------------------------------------------------------ paths
 
@@ -103,7 +111,7 @@ class Lab:
             "namespaces": self.namespaces,
             "processes": [p.to_dict() for p in self.processes],
             "probes": [p.to_dict() for p in self.probes],
-            "binds": self.binds, "notes": self.notes,
+            "binds": self.binds, "notes": self.notes, "setup": self.setup, "cgroups": self.cgroups,
         }
         tmp = self.labdir / f".{STATE}.tmp"
         tmp.write_text(json.dumps(data, indent=1) + "\n")
@@ -125,6 +133,7 @@ class Lab:
             processes=[Process.from_dict(p) for p in data.get("processes", [])],
             probes=[Probe.from_dict(p) for p in data.get("probes", [])],
             binds=data.get("binds", {}), notes=list(data.get("notes", [])),
+            setup=data.get("setup", {}), cgroups=list(data.get("cgroups", [])),
         )
 
     # ------------------------------------------------------------ running things inside
@@ -138,6 +147,7 @@ class Lab:
             hosts_file=self.hosts_file,
             scratch=self.labdir / node / ".mnt" if node != WORKSTATION else self.labdir / ".mnt-workstation",
             binds=tuple((Path(src), dst) for src, dst in self.binds.get(node, [])),
+            setup=tuple(self.setup.get(node, [])),
         )
 
     def env(self, node: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,8 +158,17 @@ class Lab:
         env.update(extra or {})
         return env
 
+    def holder(self, node: str) -> Process | None:
+        return next((p for p in self.processes if p.node == node and p.unit == HOLDER), None)
+
     def command(self, node: str, argv: list[str], workdir: str | None = None) -> list[str]:
-        return self.sandbox(node).command(argv, workdir)
+        """The host command line that runs `argv` on a node: in the namespaces its holder keeps
+        (workers), or in a sandbox of its own (controllers, load balancers, the workstation)."""
+        holder = self.holder(node)
+        if holder is None:
+            return self.sandbox(node).command(argv, workdir)
+        return ["nsenter", "-t", str(holder.pid), "-m", "-u", "-n", *([f"--wd={workdir}"] if workdir else []),
+                "--", *argv]
 
     def run(self, node: str, argv: list[str], *, timeout: float = 60, input: str | bytes | None = None,
             env: dict[str, str] | None = None, text: bool = True) -> subprocess.CompletedProcess:
@@ -190,7 +209,14 @@ class Lab:
 def find_lab_binaries(cluster: Cluster, bin_dir: str | None) -> dict[str, Path]:
     version = str(cluster.version)
     found = binaries_mod.find_binaries(version, bin_dir)
-    missing = [b for b in LAB_BINARIES if b not in found]
+    if cluster.workers:
+        found.update(binaries_mod.find_worker_binaries(version, bin_dir))
+    needed = LAB_BINARIES + (WORKER_BINARIES if cluster.workers else ())
+    missing = [b for b in needed if b not in found]
+    if cluster.workers:
+        plugins = binaries_mod.find_cni_plugins(version, bin_dir)
+        missing += [f"cni/{p}" for p in binaries_mod.CNI_PLUGINS if p not in plugins]
+        found.update({f"cni/{name}": path for name, path in plugins.items()})
     if missing:
         where = [str(d) for d in ([bin_dir] if bin_dir else []) + ([os.environ["HARDWAY_BIN_DIR"]] if os.environ.get("HARDWAY_BIN_DIR") else [])]
         where.append(str(binaries_mod.cache_dir(version)))
@@ -245,9 +271,6 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
 
     lab = Lab(labdir=labdir, cluster=cluster.name, version=str(cluster.version), api_url=cluster.api_url)
     nodes = netns.lab_nodes(cluster)
-    workers = [n.name for n in cluster.nodes if not (n.is_controller or n.is_loadbalancer)]
-    if workers:
-        lab.notes.append(f"workers not simulated ({_short(workers)}): the lab runs no container runtime or kubelet")
     lab.save()
     try:
         _link_binaries(lab, found)
@@ -257,7 +280,8 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
             say(f"installing the {node.name} bundle with its install.sh")
             _install(lab, out, node.name)
         _unpack_workstation(lab, out)
-        services = _read_units(lab, plans, say)
+        overlays = _worker_overlays(lab, cluster, say)
+        services = _read_units(lab, plans, overlays, say)
         lab.network = netns.plan_network(cluster, netns.lab_prefix(labdir))
         lab.save()
         say(f"network: {lab.network.subnet} on a bridge in namespace {lab.network.bridge_netns}; "
@@ -269,6 +293,7 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         netns.create(lab.network, record)
         _write_hosts(lab, cluster, ws_plan, plans)
         _write_workstation_script(lab)
+        _prepare_nodes(lab, cluster, plans, say)
         _start(lab, cluster, services, timeout, say)
     except BaseException:
         say("failed: taking the lab down again")
@@ -286,6 +311,7 @@ def _link_binaries(lab: Lab, found: dict[str, Path]) -> None:
     shutil.rmtree(lab.bin_dir, ignore_errors=True)
     lab.bin_dir.mkdir(parents=True)
     for name, path in found.items():
+        (lab.bin_dir / name).parent.mkdir(exist_ok=True)  # cni/<plugin>
         (lab.bin_dir / name).symlink_to(path)
 
 
@@ -329,13 +355,15 @@ class _Service:
     stage: int
 
 
-def _read_units(lab: Lab, plans: dict, say: Say) -> list[_Service]:
+def _read_units(lab: Lab, plans: dict, overlays: list[wk.Overlay], say: Say) -> list[_Service]:
     """Every unit the lab runs, parsed from the installed unit files, in global start order; and
     each node's bind mounts (the directories its plan and units use)."""
     services = []
     for node, plan in plans.items():
         root = lab.root(node)
         paths = [f.path for f in plan.files] + [d.path for d in plan.directories] + ["/run"]
+        if "kubelet.service" in plan.units:
+            paths += list(wk.RUNTIME_DIRS)
         for unit_name in plan.units:
             unit_file = root / UNIT_DIR / unit_name
             try:
@@ -345,9 +373,6 @@ def _read_units(lab: Lab, plans: dict, say: Say) -> list[_Service]:
                                f"/{UNIT_DIR}/{unit_name}") from None
             except UnitError as e:
                 raise LabError(f"{node}: {e}") from None
-            if unit.binary in WORKER_BINARIES:
-                lab.notes.append(f"{node}/{unit_name}: a worker component, not run in the lab")
-                continue
             paths += list(unit.directories)
             services.append(_Service(node, unit, STAGES.get(unit.binary, max(STAGES.values()) + 1)))
         binds = []
@@ -358,9 +383,150 @@ def _read_units(lab: Lab, plans: dict, say: Say) -> list[_Service]:
             if not source.exists():
                 source.mkdir(parents=True, mode=0o755)  # e.g. /run, or a unit's RuntimeDirectory=
             binds.append([str(source), target])
+        for o in overlays:  # after the directories they lie in
+            if o.node == node:
+                binds.append([str(_overlay_file(lab, node, o.path)), o.path])
         lab.binds[node] = binds
     lab.save()
     return sorted(services, key=lambda s: s.stage)  # stable: spec order, then plan order
+
+
+def _overlay_file(lab: Lab, node: str, path: str) -> Path:
+    return lab.labdir / node / "overlay" / path.lstrip("/")
+
+
+def _is_worker(cluster: Cluster, node: str) -> bool:
+    return any(n.name == node and n.is_worker for n in cluster.nodes)
+
+
+def _cgroup_root(lab: Lab, node: str) -> str:
+    return f"/{netns.lab_prefix(lab.labdir)}-{node}"
+
+
+def _worker_overlays(lab: Lab, cluster: Cluster, say: Say) -> list[wk.Overlay]:
+    """The lab-only deviations of each worker (workers.py says why), written beside the node's root
+    and announced; and the shell lines that set up each worker's namespace."""
+    mounts = wk.host_cgroup_mounts()
+    v1, systemd = wk.cgroup_v1(mounts), wk.systemd_is_init()
+    fakes = wk.kernel_setting_fakes()
+    overlays: list[wk.Overlay] = []
+    for node in (n.name for n in cluster.workers):
+        kubelet = "/etc/kubernetes/kubelet-config.yaml"
+        containerd = "/etc/containerd/config.toml"
+        overlays.append(wk.kubelet_overlay(node, kubelet, lab.on_host(node, kubelet).read_text(),
+                                           _cgroup_root(lab, node), v1=v1, systemd=systemd))
+        o = wk.containerd_overlay(node, containerd, lab.on_host(node, containerd).read_text(), systemd=systemd,
+                                  lower_oom=wk.has_capability(wk.CAP_SYS_RESOURCE))
+        overlays += [o] if o else []
+        for key, value in fakes.items():
+            overlays.append(wk.Overlay(node, f"/proc/sys/{key}", value + "\n", (
+                f"the kubelet sets the kernel-wide {key.replace('/', '.')} to {value}; the lab shows it that "
+                f"value so it leaves this machine's setting as it is",)))
+        lab.setup[node] = wk.cgroup_mount_lines(mounts, wk.unified_root())
+    for o in overlays:
+        path = _overlay_file(lab, o.node, o.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(o.content)
+        note = f"lab overlay {o.describe()}"
+        lab.notes.append(note)
+        say(note)
+    lab.save()
+    return overlays
+
+
+def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
+    """Before any unit starts: each worker's cgroup root, namespace holder, the bundle's sysctls and
+    CNI plugins; every node's pod routes, from the same plan notes INSTALL.md and routes.sh use."""
+    mounts = wk.host_cgroup_mounts()
+    plugins = {p.name: p for p in sorted((lab.bin_dir / "cni").iterdir())} if cluster.workers else {}
+    for node in (n.name for n in cluster.workers):
+        root = _cgroup_root(lab, node)
+        lab.cgroups.append(root)
+        lab.save()
+        wk.create_cgroup(root, mounts)
+        base = lab.labdir / node
+        lab.scratch_dir(node)
+        holder = procs.start(node, HOLDER, lab.sandbox(node).command(["sleep", "infinity"]), lab.env(node),
+                             base / "logs" / f"{HOLDER}.log", base / "run" / f"{HOLDER}.pid", -1)
+        lab.processes.append(holder)
+        lab.save()
+        _wait_holder(lab, holder)
+        for conf in sorted((lab.root(node) / "etc/sysctl.d").glob("*.conf")):
+            for key, value in wk.parse_sysctl_conf(conf.read_text()):
+                if not wk.per_netns(key):
+                    raise LabError(f"{node}: /etc/sysctl.d/{conf.name} sets {key}, which is not per network "
+                                   f"namespace: the lab will not change it on this machine")
+                _node_run(lab, node, ["sh", "-c", f'echo "$1" > "/proc/sys/$2"', "sh", value, key.replace(".", "/")])
+        cni = lab.root(node) / "opt/cni/bin"
+        cni.mkdir(parents=True, exist_ok=True)
+        for name, path in plugins.items():
+            (cni / name).unlink(missing_ok=True)
+            (cni / name).symlink_to(path)
+        say(f"{node}: namespace ready (cgroup root {root}, sysctls from its bundle, CNI plugins {', '.join(sorted(plugins))})")
+    member = {m.node: m for m in lab.network.members}
+    for node, plan in plans.items():
+        for r in plan.notes.get("routes") or []:
+            netns._ip("-n", member[node].netns, "route", "replace", str(r["cidr"]), "via", str(r["via"]))
+        if plan.notes.get("routes"):
+            say(f"{node}: {len(plan.notes['routes'])} pod route(s), as its INSTALL.md says")
+
+
+def _wait_holder(lab: Lab, holder: Process, timeout: float = 10.0) -> None:
+    """A holder is ready once its mounts are done: its namespace then holds the node's /etc/hosts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not procs.alive(holder):
+            raise LabError(f"{holder.node}: the node's namespace could not be set up; the end of {holder.log}:\n"
+                           + procs.log_tail(holder.log))
+        check = subprocess.run(lab.command(holder.node, ["cat", "/proc/sys/kernel/hostname"]), capture_output=True, text=True)
+        if check.returncode == 0 and check.stdout.strip() == holder.node:
+            return
+        time.sleep(0.1)
+    raise LabError(f"{holder.node}: the node's namespace was not ready within {timeout:.0f}s")
+
+
+def _node_run(lab: Lab, node: str, argv: list[str], timeout: float = 60) -> str:
+    proc = lab.run(node, argv, timeout=timeout)
+    if proc.returncode != 0:
+        raise LabError(f"{node}: `{' '.join(argv)}` failed (exit {proc.returncode}): {(proc.stdout + proc.stderr).strip()[-1500:]}")
+    return proc.stdout
+
+
+def _apply_manifests(lab: Lab, say: Say) -> None:
+    """The workstation README's step once the API answers: apply the manifests with super-admin."""
+    say("applying the workstation manifests with super-admin")
+    kubeconfig = lab.workstation / "super-admin.kubeconfig"
+    _node_run(lab, WORKSTATION, ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", str(lab.workstation / "manifests")])
+
+
+def _import_images(lab: Lab, cluster: Cluster, say: Say) -> None:
+    """No registry is reachable: the images the bundles name are built here and imported into every
+    worker's containerd under exactly those names. Nothing is pulled."""
+    from .images import busybox_image, coredns_image, import_argv, pause_image, write_oci_archive
+    found = {name: lab.bin_dir / name for name in ("pause", "coredns", "busybox")}
+    pause = {wk.pause_ref(lab.on_host(n.name, "/etc/containerd/config.toml").read_text()) for n in cluster.workers}
+    coredns = [i for i in wk.manifest_images((lab.workstation / "manifests/10-coredns.yaml").read_text())]
+    images = ([pause_image(found["pause"], ref) for ref in sorted(pause)]
+              + [coredns_image(found["coredns"], ref) for ref in coredns]
+              + [busybox_image(found["busybox"], wk.TEST_IMAGE)])
+    archive = lab.labdir / "images.tar"
+    write_oci_archive(images, archive)
+    names = ", ".join(i.name for i in images)
+    for node in (n.name for n in cluster.workers):
+        _node_run(lab, node, import_argv(lab.bin_dir / "ctr", archive), timeout=120)
+        say(f"{node}: imported {names}")
+
+
+def _worker_probes(lab: Lab, cluster: Cluster) -> list[Probe]:
+    kubectl = str(lab.bin_dir / "kubectl")
+    kc = str(lab.workstation / "admin.kubeconfig")
+    probes = [Probe(WORKSTATION, f"node {n.name} Ready", "", argv=(
+        kubectl, f"--kubeconfig={kc}", "--request-timeout=5s", "get", "node", n.name, "-o",
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}'), expect="True") for n in cluster.workers]
+    probes.append(Probe(WORKSTATION, "CoreDNS Available", "", argv=(
+        kubectl, f"--kubeconfig={kc}", "--request-timeout=5s", "-n", "kube-system", "get", "deployment", "coredns",
+        "-o", 'jsonpath={.status.conditions[?(@.type=="Available")].status}'), expect="True"))
+    return probes
 
 
 def _hosts_lines(entries) -> list[str]:
@@ -456,7 +622,11 @@ def _fit_haproxy(lab: Lab, node: str, argv: list[str]) -> list[str]:
 
 
 def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float, say: Say) -> None:
-    for stage in sorted({s.stage for s in services}):
+    for stage in sorted({s.stage for s in services} | {MANIFESTS_STAGE, IMAGES_STAGE}):
+        if stage == MANIFESTS_STAGE:
+            _apply_manifests(lab, say)
+        if stage == IMAGES_STAGE and cluster.workers:
+            _import_images(lab, cluster, say)
         batch = [s for s in services if s.stage == stage]
         probes = []
         for s in batch:
@@ -466,6 +636,11 @@ def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float,
             log.parent.mkdir(parents=True, exist_ok=True)
             lab.scratch_dir(s.node)
             for may_fail, pre in s.unit.pre:  # ExecStartPre=, e.g. HAProxy's configuration check
+                if may_fail and not _runnable(lab, pre[0]):
+                    note = f"{s.node}/{s.unit.name}: skipped `-{' '.join(pre)}` ({pre[0]} is not on this machine; systemd ignores its failure too)"
+                    lab.notes.append(note)
+                    say(note)
+                    continue
                 check = subprocess.run(lab.command(s.node, _argv(lab, s.node, pre), s.unit.working_directory),
                                        capture_output=True, text=True, env=lab.env(s.node, s.unit.environment),
                                        timeout=60)
@@ -475,6 +650,16 @@ def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float,
                     raise LabError(f"{s.node}/{s.unit.name}: ExecStartPre `{' '.join(pre)}` failed "
                                    f"(exit {check.returncode}):\n{(check.stdout + check.stderr).strip()[-2000:]}")
             argv = _argv(lab, s.node, s.unit.argv)
+            if s.unit.type == "oneshot":  # runs to completion, like systemd's Type=oneshot
+                say(f"running {s.node}/{s.unit.name}")
+                done = subprocess.run(lab.command(s.node, argv, s.unit.working_directory), capture_output=True,
+                                      text=True, env=lab.env(s.node, s.unit.environment), timeout=60)
+                with open(log, "a") as f:
+                    f.write(f"--- ExecStart {' '.join(s.unit.argv)}: exit {done.returncode}\n{done.stdout}{done.stderr}")
+                if done.returncode != 0:
+                    raise LabError(f"{s.node}/{s.unit.name}: `{' '.join(s.unit.argv)}` failed (exit {done.returncode}):\n"
+                                   f"{(done.stdout + done.stderr).strip()[-2000:]}")
+                continue
             if s.unit.binary == "haproxy":
                 argv = _fit_haproxy(lab, s.node, argv)
             say(f"starting {s.node}/{s.unit.name}")
@@ -487,22 +672,50 @@ def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float,
                 ca = lab.workstation / "ca.crt"
                 probes.append((proc, loadbalancer_probe(WORKSTATION, str(ca), str(cluster.node(s.node).address), cluster.api_port)))
             else:
-                probe = probe_for(s.node, s.unit, host_path(lab.root(s.node)))
+                probe = probe_for(s.node, s.unit, host_path(lab.root(s.node))) or _worker_probe(lab, s)
                 if probe:
                     probes.append((proc, probe))
         for proc, probe in probes:
             lab.probes.append(probe)
             lab.save()
             _wait_ready(lab, proc, probe, timeout, say)
+    if cluster.workers:
+        for probe in _worker_probes(lab, cluster):
+            lab.probes.append(probe)
+            lab.save()
+            kubelets = [p for p in lab.processes if p.unit == "kubelet.service"]
+            _wait_ready(lab, kubelets, probe, timeout, say)
 
 
-def _wait_ready(lab: Lab, proc: Process, probe: Probe, timeout: float, say: Say) -> None:
+def _worker_probe(lab: Lab, s: _Service) -> Probe | None:
+    """Readiness of a worker's long-running units, from inside the node."""
+    if s.unit.binary == "containerd":
+        config = s.unit.flags().get("config") or "/etc/containerd/config.toml"
+        m = re.search(r'^\s*address\s*=\s*"([^"]+)"', lab.on_host(s.node, config).read_text(), re.M)
+        socket = m.group(1) if m else "/run/containerd/containerd.sock"
+        return Probe(s.node, f"containerd answers on {socket}", "",
+                     argv=(str(lab.bin_dir / "ctr"), f"--address={socket}", "version"), expect="Server")
+    if s.unit.binary == "kubelet":  # the kubelet's local health port (healthzPort, default 10248)
+        return Probe(s.node, "kubelet /healthz at 127.0.0.1:10248", "http://127.0.0.1:10248/healthz", expect="ok")
+    if s.unit.binary == "kube-proxy":  # healthzBindAddress, default 0.0.0.0:10256
+        return Probe(s.node, "kube-proxy /healthz at 127.0.0.1:10256", "http://127.0.0.1:10256/healthz")
+    return None
+
+
+def _runnable(lab: Lab, program: str) -> bool:
+    return (lab.bin_dir / program.rsplit("/", 1)[-1]).exists() or os.access(program, os.X_OK)
+
+
+def _wait_ready(lab: Lab, proc: Process | list[Process], probe: Probe, timeout: float, say: Say) -> None:
     started = time.monotonic()
     answer = ""
+    watched = proc if isinstance(proc, list) else [proc]
+    proc = watched[0] if watched else None
     while True:
-        if not procs.alive(proc):
-            raise LabError(f"{proc.node}/{proc.unit} exited while starting; the end of {proc.log}:\n"
-                           + procs.log_tail(proc.log))
+        for p in watched:
+            if not procs.alive(p):
+                raise LabError(f"{p.node}/{p.unit} exited while starting; the end of {p.log}:\n"
+                               + procs.log_tail(p.log))
         ok, answer = lab.probe(probe)
         if ok:
             say(f"  ready after {time.monotonic() - started:.1f}s: {probe.what}")
@@ -559,6 +772,16 @@ def down(labdir: Path, say: Say = _quiet) -> list[str]:
             if pids:
                 done.append(f"stopped {len(pids)} more process(es) in namespace {name}")
                 procs.kill_pids(pids)
+    # Containers live in pod namespaces, not the node's: the kubelets' cgroup roots hold them all.
+    mounts = wk.host_cgroup_mounts()
+    roots = list(lab.cgroups if lab else [])
+    prefix = "/" + netns.lab_prefix(labdir) + "-"
+    roots += [f"/{d.name}" for m in mounts for d in Path(m.path).glob(prefix.lstrip("/") + "*")
+              if d.is_dir() and f"/{d.name}" not in roots]
+    for root in dict.fromkeys(roots):
+        for line in wk.remove_cgroup(root, mounts):
+            say(line)
+            done.append(line)
     for name in netns.destroy(names):
         say(f"deleted namespace {name}")
         done.append(f"deleted namespace {name}")

@@ -100,9 +100,8 @@ def free_address(subnet: IPNetwork, taken: set[IPAddress]) -> IPAddress:
 
 
 def lab_nodes(cluster: Cluster):
-    """The nodes the lab simulates: controllers and load balancers (workers need a container
-    runtime and a kubelet, which the lab does not run)."""
-    return tuple(n for n in cluster.nodes if n.is_controller or n.is_loadbalancer)
+    """The nodes the lab simulates: all of them, each in a namespace of its own."""
+    return tuple(cluster.nodes)
 
 
 def plan_network(cluster: Cluster, prefix: str) -> Network:

@@ -47,25 +47,35 @@ class Probe:
     cert: str = ""
     key: str = ""
     expect: str = ""
+    argv: tuple[str, ...] = ()  # a command instead of an HTTPS GET: ready when it exits 0 (and prints expect)
+    env: tuple[tuple[str, str], ...] = ()  # its environment, besides a plain PATH
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Probe":
+        d = dict(d)
+        d["argv"] = tuple(d.get("argv", ()))
+        d["env"] = tuple(tuple(kv) for kv in d.get("env", ()))
         return cls(**d)
 
 
 def run_probe(probe: Probe, sandbox_command) -> tuple[bool, str]:
     """Run the probe with `sandbox_command(node, argv) -> host argv`; (ok, one-line answer)."""
-    argv = sandbox_command(probe.node, [sys.executable, "-I", "-c", _PROBE, probe.url, probe.ca,
-                                        probe.cert, probe.key, probe.expect])
+    if probe.argv:
+        argv = sandbox_command(probe.node, list(probe.argv))
+    else:
+        argv = sandbox_command(probe.node, [sys.executable, "-I", "-c", _PROBE, probe.url, probe.ca,
+                                            probe.cert, probe.key, probe.expect])
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=15, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=15,
+                              env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **dict(probe.env)})
     except subprocess.TimeoutExpired:
         return False, "no answer within 15s"
     answer = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
-    return proc.returncode == 0, answer[-1] if answer else f"exit {proc.returncode}"
+    ok = proc.returncode == 0 and (not probe.argv or probe.expect in proc.stdout)
+    return ok, answer[-1][:300] if answer else f"exit {proc.returncode}"
 
 
 def _first_url(value: str | None, default: str) -> str:

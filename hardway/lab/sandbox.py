@@ -37,6 +37,7 @@ class Sandbox:
     hosts_file: Path
     scratch: Path  # an empty directory of the lab; a tmpfs is mounted on it inside the namespace
     binds: tuple[tuple[Path, str], ...] = ()  # (directory or file on the host, path on the node)
+    setup: tuple[str, ...] = ()  # more shell lines, run after the mounts (a worker's cgroups, lab overlays)
 
     def command(self, argv: Iterable[str], workdir: str | None = None,
                 exists: Callable[[str], bool] = os.path.lexists) -> list[str]:
@@ -64,6 +65,7 @@ class Sandbox:
             lines.append(f"mount --bind {q(str(source))} {q(target)}")
         lines.append(f"mount --bind {q(str(self.hosts_file))} /etc/hosts")
         lines.append(f"echo {q(self.hostname)} > /proc/sys/kernel/hostname")
+        lines.extend(self.setup)
         if workdir:
             lines.append(f"cd {q(workdir)}")
         lines.append('exec "$@"')

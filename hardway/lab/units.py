@@ -35,6 +35,7 @@ class ServiceUnit:
     logs_directories: tuple[str, ...] = ()  # LogsDirectory=: names under /var/log
     working_directory: str | None = None
     pre: tuple[tuple[bool, tuple[str, ...]], ...] = ()  # ExecStartPre=: (may fail, argv)
+    type: str = "simple"  # Type=: "oneshot" runs to completion (pod-nat), the others keep running
 
     @property
     def binary(self) -> str:
@@ -162,6 +163,7 @@ def parse_unit(text: str, name: str) -> ServiceUnit:
     pre_lines: list[str] = []
     dirs: dict[str, list[str]] = {"RuntimeDirectory": [], "StateDirectory": [], "LogsDirectory": []}
     workdir = None
+    kind = "simple"
     for key, value in service:
         if key == "Environment":
             env.update(_assignments(value, name))
@@ -175,6 +177,8 @@ def parse_unit(text: str, name: str) -> ServiceUnit:
                 dirs[key].extend(value.split())
             else:
                 dirs[key].clear()
+        elif key == "Type":
+            kind = value or "simple"
         elif key == "WorkingDirectory":
             workdir = value.lstrip("-") or None
         elif key == "EnvironmentFile":
@@ -194,6 +198,7 @@ def parse_unit(text: str, name: str) -> ServiceUnit:
         logs_directories=tuple(dirs["LogsDirectory"]),
         working_directory=workdir,
         pre=pre,
+        type=kind,
     )
 
 
