@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WORKSTATION = "workstation"
+from .spec import WORKSTATION  # noqa: F401  (the operator's bundle; the spec reserves the name)
 
 # Modes by kind of file: secrets are readable by root only.
 MODE_SECRET = 0o600

@@ -17,10 +17,10 @@ from functools import cache
 import jinja2
 
 from ..errors import HardwayError
+from ..names import is_ip
 from ..plan import WORKSTATION, NodePlan
 from ..resources import data_dir
 from ..spec import Cluster
-from ..spec import is_ip as _is_ip
 
 ROOTFS = "rootfs"
 SUMS = "SHA256SUMS"
@@ -224,7 +224,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         routes=list(notes.get("routes", [])),
         hosts=[_host_line(h) for h in notes.get("hosts", [])],
         has=lambda path: path in plan.paths,
-        endpoint_is_name=not _is_ip(cluster.api_endpoint),
+        endpoint_is_name=not is_ip(cluster.api_endpoint),
         example_binary=next((b for b in downloads if not b["path"].endswith("/")
                              and not str(b.get("url_hint", "")).split()[0].endswith((".tar.gz", ".tgz"))),
                             (downloads or [None])[0]),

@@ -18,9 +18,9 @@ from cryptography.x509.oid import NameOID
 
 from .. import pki
 from ..errors import HardwayError
+from ..names import first_names, is_ip
 from ..plan import WORKSTATION, NodePlan, PlannedDir, PlannedFile
 from ..spec import ROLES, Cluster, Node
-from ..spec import is_ip as _is_ip
 from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
 from .templates import render_template
@@ -61,7 +61,7 @@ class _Shared:
         c = self.cluster
         lines = [" ".join([str(n.address), *([n.fqdn] if n.fqdn else []), n.name]) for n in c.nodes]
         names = {h for n in c.nodes for h in n.hostnames}
-        if c.api_endpoint not in names and not _is_ip(c.api_endpoint):
+        if c.api_endpoint not in names and not is_ip(c.api_endpoint):
             # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
             target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
                       else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
@@ -211,7 +211,7 @@ def node_plan(cluster: Cluster, materials, node_name: str) -> NodePlan:
     try:
         node = cluster.node(node_name)
     except KeyError:
-        shown = ", ".join(n.name for n in cluster.nodes[:8]) + (", ..." if len(cluster.nodes) > 8 else "")
+        shown = first_names((n.name for n in cluster.nodes), 8, more=", ...")
         raise HardwayError(f"no node {node_name!r} in {cluster.name}; nodes: {shown} (or {WORKSTATION!r})") from None
     return _plan(shared, node)
 
