@@ -21,7 +21,6 @@ from ..output import progress
 from ..plan import WORKSTATION
 from ..spec import Cluster
 from . import layout
-from ..fsutil import fsync_dir
 from .archive import SUFFIX, archived_nodes, locked, remove_archive, write_archive
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
@@ -60,10 +59,9 @@ def write_bundles(cluster: Cluster, materials, out: Path, plans=None) -> BundleR
             if problems:
                 refused += [f"{plan.node}: {p}" for p in problems]
             else:
-                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan), sync_dir=False)
+                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan))
                 run.results.append((plan.node, status))
             advance()
-        fsync_dir(bundles)
         if refused:
             raise HardwayError("refused to write bundles that would break least privilege or miss a file "
                                "(a rendering bug; those bundles were left as they were):\n  " + "\n  ".join(refused))

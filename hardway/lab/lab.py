@@ -36,7 +36,7 @@ from .procs import Process
 from .sandbox import CLEAN_PATH, Sandbox, mount_roots
 from .units import ServiceUnit, UnitError, parse_unit
 from ..spec import is_ip as _is_ip
-from ..fsutil import extract_bundle
+from ..fsutil import atomic_write, extract_bundle
 
 # The order the lab starts components in, across nodes. Workers' units are not run.
 STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3}
@@ -105,9 +105,7 @@ class Lab:
             "probes": [p.to_dict() for p in self.probes],
             "binds": self.binds, "notes": self.notes,
         }
-        tmp = self.labdir / f".{STATE}.tmp"
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self.labdir / STATE)
+        atomic_write(self.labdir / STATE, (json.dumps(data, indent=1) + "\n").encode(), 0o644)
 
     @classmethod
     def load(cls, labdir: Path) -> "Lab":

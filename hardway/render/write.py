@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import HardwayError
+from ..fsutil import atomic_write
 from ..plan import NodePlan
 from ..spec import Cluster
 from .kubeconfigs import iter_kubeconfigs
@@ -21,25 +22,6 @@ from .nodes import iter_node_plans
 
 DIR_MODE = 0o700  # both trees hold private keys
 KUBECONFIG_MODE = 0o600
-
-
-def _write_file(path: Path, data: bytes, mode: int, durable: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
@@ -51,7 +33,7 @@ def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
             return False
     except FileNotFoundError:
         pass
-    _write_file(path, data, mode, durable=True)
+    atomic_write(path, data, mode)
     return True
 
 
@@ -91,7 +73,7 @@ def _write_plan(root: Path, plan: NodePlan) -> None:
         target = base / f.path.lstrip("/")
         if not target.parent.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
-        _write_file(target, f.data, f.mode, durable=False)
+        atomic_write(target, f.data, f.mode, durable=False)  # a tree for review, swapped in whole
 
 
 def write_node_trees(cluster: Cluster, materials, directory: Path,
