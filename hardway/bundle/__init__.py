@@ -1,8 +1,8 @@
 """The bundle stage: one deployable archive per node, and one for the operator's workstation.
 
-    write_bundles(cluster, materials, out, plans=None) -> BundleRun   (writes <out>/bundles/)
+    write_bundles(cluster, materials, out, plans=None, progress=silent) -> BundleRun   (writes <out>/bundles/)
     plan_bundles(cluster, out, actions=None, materials=None)  -> [NodeChange]   (writes nothing)
-    check_bundles(cluster, out, materials=None) -> BundleReport       (reads <out>/bundles/)
+    check_bundles(cluster, out, materials=None, progress=silent) -> BundleReport   (reads <out>/bundles/)
     layout.members(cluster, plan) -> [Member]                         (one bundle, as values)
     privilege.Checker(cluster, materials).check(node, files)          (least privilege, by content)
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HardwayError
-from ..output import progress
 from ..plan import WORKSTATION
+from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
 from .archive import SUFFIX, archived_nodes, locked, remove_archive, write_archive
@@ -42,7 +42,7 @@ class BundleRun:
         return sum(1 for _, s in self.results if s == status)
 
 
-def write_bundles(cluster: Cluster, materials, out: Path, plans=None) -> BundleRun:
+def write_bundles(cluster: Cluster, materials, out: Path, plans=None, *, progress: Progress = silent) -> BundleRun:
     """Write <out>/bundles/<node>.tar.gz for every node and the workstation; delete bundles of
     nodes no longer in the spec. Raises HardwayError (after writing the good ones) if a plan fails
     its checks; those bundles are left as they were."""

@@ -1,10 +1,11 @@
-"""How the bundle stage speaks in `bundle`, `plan` and `check`: short on a 1000-node cluster."""
+"""How the bundle stage speaks in `bundle`, `plan` and `check`: short on a 1000-node cluster.
+
+Values only (lines with rich markup, tables): the task layer prints them."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from ..output import console
 from .check import BundleReport
 from .diff import ADDED, CHANGED, GONE, NEW, REMOVED, UNCHANGED, UNREADABLE, UPDATED, NodeChange
 
@@ -13,34 +14,39 @@ _STYLE = {ADDED: "green", CHANGED: "yellow", REMOVED: "red", NEW: "green", UPDAT
           UNREADABLE: "bold red", UNCHANGED: "dim"}
 
 
-def print_run(run) -> None:
+def run_lines(run) -> list[str]:
+    """What `bundle` says about a BundleRun, line by line (rich markup)."""
+    lines = []
     changed = [(n, s) for n, s in run.results if s != "unchanged"]
     if changed and len(changed) <= _LIST_UP_TO:
         for node, status in changed:
-            console.print(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
+            lines.append(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
     for node in run.removed[:_LIST_UP_TO]:
-        console.print(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
-    console.print(f"bundles: {run.count('created')} created, {run.count('updated')} updated, "
-                  f"{run.count('unchanged')} unchanged, {len(run.removed)} removed ({run.bundles})")
+        lines.append(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
+    lines.append(f"bundles: {run.count('created')} created, {run.count('updated')} updated, "
+                 f"{run.count('unchanged')} unchanged, {len(run.removed)} removed ({run.bundles})")
+    return lines
 
 
-def print_plan(changes: list[NodeChange], bundles) -> None:
+def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
     """One line per changed file, grouped by bundle (not a table: paths and reasons are long)."""
+    lines = []
     shown = 0
     for c in changes:
         if c.status == UNCHANGED:
             continue
         shown += 1
         if shown == 1:
-            console.print(f"bundles in {bundles}:")
+            lines.append(f"bundles in {bundles}:")
         if shown > _LIST_UP_TO:
             continue
         style = _STYLE[c.status]
-        console.print(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
+        lines.append(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
         for f in c.files:
-            console.print(f"  [{_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
+            lines.append(f"  [{_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
     if shown > _LIST_UP_TO:
-        console.print(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
+        lines.append(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
+    return lines
 
 
 def plan_summary(changes: list[NodeChange]) -> str:

@@ -234,9 +234,8 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         down(labdir)  # leftovers of a lab that died: nothing runs, clear the record
 
     say(f"bundling {cluster.name} into {out}/bundles")
-    from ..commands import run_bundle
-    if run_bundle(cluster, out):
-        raise LabError("`hardway bundle` failed; the lab needs its bundles")
+    from ..pipeline import bundle
+    bundle(cluster, out)
     from ..pki import load_materials
     from ..render import node_plan
     materials = load_materials(cluster, out / "pki")

@@ -11,11 +11,11 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Callable
 
 from ..errors import HardwayError
 from ..fsutil import atomic_write
 from ..plan import NodePlan
+from ..progress import Progress, silent
 from ..spec import Cluster
 from .kubeconfigs import iter_kubeconfigs
 from .nodes import iter_node_plans
@@ -42,8 +42,8 @@ def _make_dir(path: Path, mode: int = DIR_MODE) -> None:
     os.chmod(path, mode)
 
 
-def write_kubeconfigs(cluster: Cluster, materials, directory: Path,
-                      advance: Callable[[int], None] = lambda n=1: None) -> tuple[list[str], list[str], list[str]]:
+def write_kubeconfigs(cluster: Cluster, materials, directory: Path, *,
+                      progress: Progress = silent) -> tuple[list[str], list[str], list[str]]:
     """Write every kubeconfig to `directory`; return (written, unchanged, removed) file names.
 
     A `.kubeconfig` file there that the cluster no longer has (a removed worker) is deleted."""
@@ -54,10 +54,11 @@ def write_kubeconfigs(cluster: Cluster, materials, directory: Path,
     except OSError as e:
         raise HardwayError(f"cannot create {directory}: {e.strerror}") from None
     written, unchanged, wanted = [], [], set()
-    for name, data in rendered:
-        wanted.add(name)
-        (written if write_if_changed(directory / name, data, KUBECONFIG_MODE) else unchanged).append(name)
-        advance(1)
+    with progress("writing kubeconfigs", len(rendered)) as advance:
+        for name, data in rendered:
+            wanted.add(name)
+            (written if write_if_changed(directory / name, data, KUBECONFIG_MODE) else unchanged).append(name)
+            advance(1)
     removed = sorted(p.name for p in directory.glob("*.kubeconfig") if p.name not in wanted)
     for name in removed:
         (directory / name).unlink()
@@ -76,8 +77,8 @@ def _write_plan(root: Path, plan: NodePlan) -> None:
         atomic_write(target, f.data, f.mode, durable=False)  # a tree for review, swapped in whole
 
 
-def write_node_trees(cluster: Cluster, materials, directory: Path,
-                     advance: Callable[[int], None] = lambda n=1: None) -> list[NodePlan]:
+def write_node_trees(cluster: Cluster, materials, directory: Path, *,
+                     progress: Progress = silent) -> list[NodePlan]:
     """Write each node's plan as <directory>/<node>/<path on the node>, replacing the old trees.
 
     Returns one summary per node (a NodePlan without files; notes["files"] is the file count), so
@@ -91,11 +92,12 @@ def write_node_trees(cluster: Cluster, materials, directory: Path,
     summaries = []
     try:
         _make_dir(fresh)
-        for plan in iter_node_plans(cluster, materials):
-            _write_plan(fresh, plan)
-            summaries.append(NodePlan(node=plan.node, roles=plan.roles, files=(), directories=plan.directories,
-                                      units=plan.units, notes={"files": len(plan.files)}))
-            advance(1)
+        with progress("rendering nodes", len(cluster.nodes) + 1) as advance:
+            for plan in iter_node_plans(cluster, materials):
+                _write_plan(fresh, plan)
+                summaries.append(NodePlan(node=plan.node, roles=plan.roles, files=(), directories=plan.directories,
+                                          units=plan.units, notes={"files": len(plan.files)}))
+                advance(1)
         old = parent / f".{directory.name}.old-{secrets.token_hex(4)}"
         if directory.exists():
             os.replace(directory, old)
