@@ -87,7 +87,7 @@ def run_units(cluster: Cluster, out: Path) -> int:
     shown = plans if len(plans) <= 30 else plans[:10] + plans[-1:]
     for p in shown:
         roles = ",".join(sorted(p.roles)) or "operator"
-        console.print(f"{p.node:<20} {roles:<22} {p.notes['files']:>3} files  {' '.join(p.units)}")
+        console.print(f"{p.node:<20} {roles:<22} {p.notes.file_count:>3} files  {' '.join(p.units)}")
     if len(shown) < len(plans):
         console.print(f"... and {len(plans) - len(shown)} more nodes")
     console.print(f"units: {len(plans)} file trees in {trees.directory} (one per node, plus the workstation)")

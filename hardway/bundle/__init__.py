@@ -13,6 +13,8 @@ path its bundle does not provide is never written. docs/bundles.md describes the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +23,13 @@ from ..plan import WORKSTATION
 from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
-from .archive import SUFFIX, archived_nodes, locked, remove_archive, write_archive
+from .archive import SUFFIX, ArchiveStatus, archived_nodes, locked, remove_archive, write_archive
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 __all__ = [
     "BundleReport", "BundleRow", "BundleRun", "Checker", "FileChange", "NodeChange", "check_bundle",
@@ -35,14 +40,14 @@ __all__ = [
 @dataclass
 class BundleRun:
     bundles: Path
-    results: list[tuple[str, str]] = field(default_factory=list)  # (node, created|updated|unchanged)
+    results: list[tuple[str, ArchiveStatus]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
+    def count(self, status: ArchiveStatus) -> int:
         return sum(1 for _, s in self.results if s == status)
 
 
-def write_bundles(cluster: Cluster, materials, out: Path, plans=None, *, progress: Progress = silent) -> BundleRun:
+def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None, *, progress: Progress = silent) -> BundleRun:
     """Write <out>/bundles/<node>.tar.gz for every node and the workstation; delete bundles of
     nodes no longer in the spec. Raises HardwayError (after writing the good ones) if a plan fails
     its checks; those bundles are left as they were."""

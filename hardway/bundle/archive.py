@@ -14,6 +14,7 @@ import gzip
 import io
 import tarfile
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -71,19 +72,26 @@ def _unpacked(path: Path) -> bytes | None:
         return None
 
 
-def write_archive(path: Path, members: Iterable[Member]) -> str:
-    """Write the archive unless an identical one is there: "created", "updated" or "unchanged".
+class ArchiveStatus(StrEnum):
+    """What `write_archive` did."""
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def write_archive(path: Path, members: Iterable[Member]) -> ArchiveStatus:
+    """Write the archive unless an identical one is there: created, updated or unchanged.
 
     Identical means the same tar inside: gzip is a function of it, so an unchanged bundle costs a
     decompression, not a compression, and keeps its file (and mtime)."""
     data = tar_bytes(members)
     existed = path.exists()
     if existed and _unpacked(path) == data:
-        return "unchanged"
+        return ArchiveStatus.UNCHANGED
     compressed = io.BytesIO()
     _gzip(data, compressed)
     atomic_write(path, compressed.getvalue(), ARCHIVE_MODE)
-    return "updated" if existed else "created"
+    return ArchiveStatus.UPDATED if existed else ArchiveStatus.CREATED
 
 
 def remove_archive(path: Path) -> None:

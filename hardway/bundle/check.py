@@ -9,6 +9,8 @@ The same checks run on each plan before `hardway bundle` writes it (`plan_proble
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,9 @@ from ..spec import Cluster
 from . import layout, references
 from .archive import SUFFIX, ArchiveError, archived_nodes, read_archive
 from .privilege import Checker
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S+)$")
 
@@ -70,7 +75,7 @@ def plan_problems(checker: Checker | None, plan) -> list[str]:
     problems = []
     if checker is not None:
         problems += [f"{f.path}: {f.problem}" for f in checker.check(plan.node, plan.files)]
-    binaries = [b["path"] for b in plan.notes.get("binaries", [])]
+    binaries = [b["path"] for b in plan.notes.binaries]
     for ref in references.unresolved(list(plan.files), [d.path for d in plan.directories], binaries):
         problems.append(f"{ref.path} names {ref.target}, which this node's bundle does not provide")
     return problems
@@ -148,7 +153,7 @@ def check_bundle(cluster: Cluster, checker: Checker | None, path: Path, node: st
     return row
 
 
-def check_bundles(cluster: Cluster, out: Path, materials=None, materials_error: str | None = None, *,
+def check_bundles(cluster: Cluster, out: Path, materials: Materials | None = None, materials_error: str | None = None, *,
                   progress: Progress = silent) -> BundleReport:
     bundles = out / "bundles"
     report = BundleReport(bundles)

@@ -7,6 +7,8 @@ as it was.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import secrets
 import shutil
@@ -14,11 +16,14 @@ from pathlib import Path
 
 from ..errors import HardwayError
 from ..fsutil import atomic_write
-from ..plan import NodePlan
+from ..plan import NodeNotes, NodePlan
 from ..progress import Progress, silent
 from ..spec import Cluster
 from .kubeconfigs import iter_kubeconfigs
 from .nodes import iter_node_plans
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 DIR_MODE = 0o700  # both trees hold private keys
 KUBECONFIG_MODE = 0o600
@@ -42,7 +47,7 @@ def _make_dir(path: Path, mode: int = DIR_MODE) -> None:
     os.chmod(path, mode)
 
 
-def write_kubeconfigs(cluster: Cluster, materials, directory: Path, *,
+def write_kubeconfigs(cluster: Cluster, materials: Materials, directory: Path, *,
                       progress: Progress = silent) -> tuple[list[str], list[str], list[str]]:
     """Write every kubeconfig to `directory`; return (written, unchanged, removed) file names.
 
@@ -77,11 +82,11 @@ def _write_plan(root: Path, plan: NodePlan) -> None:
         atomic_write(target, f.data, f.mode, durable=False)  # a tree for review, swapped in whole
 
 
-def write_node_trees(cluster: Cluster, materials, directory: Path, *,
+def write_node_trees(cluster: Cluster, materials: Materials, directory: Path, *,
                      progress: Progress = silent) -> list[NodePlan]:
     """Write each node's plan as <directory>/<node>/<path on the node>, replacing the old trees.
 
-    Returns one summary per node (a NodePlan without files; notes["files"] is the file count), so
+    Returns one summary per node (a NodePlan without files; notes.file_count is the file count), so
     the rendered bytes of 1000 nodes are never held at once."""
     parent = directory.parent
     try:
@@ -96,7 +101,7 @@ def write_node_trees(cluster: Cluster, materials, directory: Path, *,
             for plan in iter_node_plans(cluster, materials):
                 _write_plan(fresh, plan)
                 summaries.append(NodePlan(node=plan.node, roles=plan.roles, files=(), directories=plan.directories,
-                                          units=plan.units, notes={"files": len(plan.files)}))
+                                          units=plan.units, notes=NodeNotes(file_count=len(plan.files))))
                 advance(1)
         old = parent / f".{directory.name}.old-{secrets.token_hex(4)}"
         if directory.exists():
