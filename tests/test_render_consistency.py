@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hardway.plan import WORKSTATION, NodePlan
 from hardway.render import node_plan
-from test_render_helpers import (EXAMPLES, PKI, VERSIONS, at_version, cert, cluster, cn, covers,
+from render_helpers import (EXAMPLES, PKI, VERSIONS, at_version, cert, cluster, cn, covers,
                                  exec_start, kubeconfig_parts, materials, orgs, text, unit_flags, url_host,
                                  yaml_docs, yaml_file)
 
