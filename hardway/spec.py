@@ -92,13 +92,10 @@ class ClusterSpec(_Model):
 
 # ---------------------------------------------------------------- the value ---------------------
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: IPAddress
+class _Roles:
+    """is_controller, is_worker, is_loadbalancer over a `roles` set."""
+
     roles: frozenset[str]
-    fqdn: str | None = None
-    pod_cidr: IPNetwork | None = None  # workers only
 
     @property
     def is_controller(self) -> bool:
@@ -111,6 +108,15 @@ class Node:
     @property
     def is_loadbalancer(self) -> bool:
         return "loadbalancer" in self.roles
+
+
+@dataclass(frozen=True)
+class Node(_Roles):
+    name: str
+    address: IPAddress
+    roles: frozenset[str]
+    fqdn: str | None = None
+    pod_cidr: IPNetwork | None = None  # workers only
 
     @property
     def url_host(self) -> str:
@@ -514,21 +520,13 @@ class _PkiFacts:
 
 
 @dataclass
-class _NodeDraft:
+class _NodeDraft(_Roles):
     """One node as read so far; its pod range is filled in by the allocation."""
     name: str
     address: IPAddress | None
     roles: frozenset[str]
     fqdn: str | None
     pod_cidr: IPNetwork | None
-
-    @property
-    def is_controller(self) -> bool:
-        return "controller" in self.roles
-
-    @property
-    def is_worker(self) -> bool:
-        return "worker" in self.roles
 
 
 def _check_network(net: NetworkSpec, p: _Problems) -> _NetworkFacts:
