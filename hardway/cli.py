@@ -6,9 +6,10 @@ import sys
 from invoke import Program
 
 from . import __version__
+from .tasklib import HardwayConfig
 from .tasks import ns
 
-program = Program(namespace=ns, version=__version__, name="hardway", binary="hardway")
+program = Program(namespace=ns, version=__version__, name="hardway", binary="hardway", config_class=HardwayConfig)
 
 
 def main() -> None:

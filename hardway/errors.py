@@ -22,12 +22,6 @@ class SpecError(HardwayError):
         super().__init__("\n".join(lines))
 
 
-class NotBuiltYet(HardwayError):
-    """A stage that a later piece of work will provide."""
-
-    exit_code = 3
-
-
 def check_directory_path(path, what: str, hint: str = "choose another --out") -> None:
     """A HardwayError when `path` (a directory to use or create) cannot be one: it, or the nearest of
     its ancestors that exists, is not a directory. Called before anything is written."""

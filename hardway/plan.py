@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-WORKSTATION = "workstation"
+from .spec import WORKSTATION  # noqa: F401  (the operator's bundle; the spec reserves the name)
 
 # Modes by kind of file: secrets are readable by root only.
 MODE_SECRET = 0o600
@@ -37,13 +37,34 @@ class PlannedDir:
 
 
 @dataclass(frozen=True)
+class NodeNotes:
+    """What INSTALL.md tells the operator beyond the files: binaries to fetch, packages, routes, hosts."""
+
+    binaries: tuple[dict, ...] = ()  # {name, version, path, url_hint[, package]}, in the role's order
+    packages: tuple[str, ...] = ()  # Debian packages
+    routes: tuple[dict, ...] = ()  # {cidr, via, node}: the other workers' pod ranges
+    hosts: tuple[str, ...] = ()  # /etc/hosts lines
+    file_count: int | None = None  # set in summaries whose files were dropped (hardway units)
+
+    # The mapping it replaces is still read as notes["routes"] / notes.get("hosts") in places.
+    def __getitem__(self, key: str):
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def get(self, key: str, default=None):
+        return getattr(self, key, default)
+
+
+@dataclass(frozen=True)
 class NodePlan:
     node: str  # a node name, or WORKSTATION
     roles: frozenset[str]
     files: tuple[PlannedFile, ...]  # sorted by path, paths unique
     directories: tuple[PlannedDir, ...] = ()  # created by install.sh (e.g. /var/lib/etcd 0700)
     units: tuple[str, ...] = ()  # systemd units to enable and start, in dependency order
-    notes: dict = field(default_factory=dict, compare=False)  # extra facts for INSTALL.md (routes, hosts lines)
+    notes: NodeNotes = field(default_factory=NodeNotes, compare=False)  # extra facts for INSTALL.md
 
     def file(self, path: str) -> PlannedFile:
         for f in self.files:

@@ -9,12 +9,10 @@ file when it is known, and raise SpecError. Nothing here touches the disk except
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import timedelta
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -23,10 +21,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .durations import parse_duration
 from .errors import SpecError
+from .names import (LABEL_RULE, SUBDOMAIN_RULE, IPAddress, IPNetwork, is_dns_label, is_dns_name, is_ip,  # noqa: F401
+                    host_port, not_a_label, parse_address, parse_host, parse_network, url_host)
 from .versions import DEFAULT_VERSION, SUPPORTED_MINORS, KubernetesVersion, parse_version
-
-IPAddress = IPv4Address | IPv6Address
-IPNetwork = IPv4Network | IPv6Network
 
 ROLES = ("controller", "worker", "loadbalancer")
 WORKSTATION = "workstation"  # the operator's bundle; not a node name
@@ -43,9 +40,6 @@ DEFAULT_NODE_POD_CIDR_SIZE = {4: 24, 6: 64}
 # kube-apiserver refuses a service range with more host bits than this (validateMaxCIDRRange).
 MAX_SERVICE_HOST_BITS = 20
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-LABEL_RULE = "a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"
-SUBDOMAIN_RULE = "a DNS name: dot-separated DNS-1123 labels, at most 253 characters"
 
 
 # ---------------------------------------------------------------- shape (pydantic) --------------
@@ -98,13 +92,10 @@ class ClusterSpec(_Model):
 
 # ---------------------------------------------------------------- the value ---------------------
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    address: IPAddress
+class _Roles:
+    """is_controller, is_worker, is_loadbalancer over a `roles` set."""
+
     roles: frozenset[str]
-    fqdn: str | None = None
-    pod_cidr: IPNetwork | None = None  # workers only
 
     @property
     def is_controller(self) -> bool:
@@ -117,6 +108,15 @@ class Node:
     @property
     def is_loadbalancer(self) -> bool:
         return "loadbalancer" in self.roles
+
+
+@dataclass(frozen=True)
+class Node(_Roles):
+    name: str
+    address: IPAddress
+    roles: frozenset[str]
+    fqdn: str | None = None
+    pod_cidr: IPNetwork | None = None  # workers only
 
     @property
     def url_host(self) -> str:
@@ -188,13 +188,6 @@ class Cluster:
             if n.name == name:
                 return n
         raise KeyError(name)
-
-
-def url_host(host: str) -> str:
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:
-        return host
 
 
 # ---------------------------------------------------------------- loading -----------------------
@@ -430,74 +423,6 @@ class _Problems:
             return None
 
 
-def _address(value: str) -> IPAddress:
-    try:
-        if "%" in value:  # a zone (fe80::1%eth0) means nothing to other machines
-            raise ValueError
-        return ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
-
-
-def _network(value: str) -> IPNetwork:
-    if "/" not in value:
-        raise ValueError(f"{value!r} is not a CIDR; write address/prefix, e.g. 10.200.0.0/16")
-    try:
-        return ipaddress.ip_network(value, strict=True)
-    except ValueError as e:
-        if "has host bits set" in str(e):
-            base = ipaddress.ip_network(value, strict=False)
-            raise ValueError(f"{value!r} has host bits set; the network is {base}") from None
-        raise ValueError(f"{value!r} is not a CIDR; write address/prefix, e.g. 10.200.0.0/16") from None
-
-
-def is_ip(value: str) -> bool:
-    """True for an IPv4 or IPv6 address (SANs and endpoints are either an IP or a DNS name)."""
-    try:
-        ipaddress.ip_address(value)
-        return True
-    except ValueError:
-        return False
-
-
-def is_dns_label(value: str) -> bool:
-    return len(value) <= 63 and bool(_LABEL.fullmatch(value))  # fullmatch: '$' would let "a\n" through
-
-
-def _not_a_label(value: str, node: bool = False) -> str:
-    """Why `value` is not a DNS-1123 label, for the message."""
-    if not value:
-        reason = "it is empty"
-    elif len(value) > 63:
-        reason = f"it has {len(value)} characters"
-    elif value != value.lower():
-        reason = "it has uppercase letters"
-    elif "." in value:
-        reason = "it has '.'"
-    elif bad := sorted({ch for ch in value if not (ch.isascii() and (ch.isalnum() or ch == "-"))}):
-        reason = "it has " + ", ".join(repr(ch) for ch in bad)
-    else:
-        reason = "it starts or ends with '-'"
-    hint = "; a full DNS name goes in fqdn" if node and "." in value else ""
-    return f"{value!r} is not a DNS-1123 label ({reason}); allowed: {LABEL_RULE.split(': ', 1)[1]}{hint}"
-
-
-def is_dns_name(value: str) -> bool:
-    return 0 < len(value) <= 253 and all(is_dns_label(p) for p in value.split("."))
-
-
-def _host(value: str) -> str:
-    """A DNS name or an IP address (as a SAN or an endpoint)."""
-    try:
-        _address(value)
-        return value
-    except ValueError:
-        pass
-    if not is_dns_name(value):
-        raise ValueError(f"{value!r} is neither an IP address nor {SUBDOMAIN_RULE}")
-    return value
-
-
 def _key_algorithm(value: str) -> str:
     if value in KEY_ALGORITHMS:
         return value
@@ -569,70 +494,110 @@ def allocate_pod_ranges(pod_cidr: IPNetwork, size: int, wanted: list[IPNetwork |
     return [r if r is not None else next(ranges) for r in wanted]
 
 
-def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Cluster | None:
-    p = _Problems(sink)
-    net = spec.network
-    warnings: list[str] = []
+@dataclass
+class _NetworkFacts:
+    """What the network section gives the checks after it (None where a field is wrong)."""
+    pod_cidr: IPNetwork | None = None
+    service_cidr: IPNetwork | None = None
+    node_pod_cidr_size: int | None = None
+    pod_cidr_ok: bool = False  # podCIDR and nodePodCIDRSize fit together: ranges can be allocated
+    first_service_ip: IPAddress | None = None
+    cluster_dns: IPAddress | None = None
 
-    if not is_dns_label(spec.name):
-        p.add(("name",), _not_a_label(spec.name))
-    version = p.parse(("kubernetesVersion",), parse_version, spec.kubernetesVersion)
 
-    pod_cidr = p.parse(("network", "podCIDR"), _network, net.podCIDR)
-    service_cidr = p.parse(("network", "serviceCIDR"), _network, net.serviceCIDR)
+@dataclass
+class _ApiFacts:
+    endpoint: str | None
+    extra_sans: tuple[str, ...]
+
+
+@dataclass
+class _PkiFacts:
+    key_algorithm: str | None
+    ca_validity: timedelta | None
+    cert_validity: timedelta | None
+    provider: str | None
+
+
+@dataclass
+class _NodeDraft(_Roles):
+    """One node as read so far; its pod range is filled in by the allocation."""
+    name: str
+    address: IPAddress | None
+    roles: frozenset[str]
+    fqdn: str | None
+    pod_cidr: IPNetwork | None
+
+
+def _check_network(net: NetworkSpec, p: _Problems) -> _NetworkFacts:
+    facts = _NetworkFacts()
+    facts.pod_cidr = pod_cidr = p.parse(("network", "podCIDR"), parse_network, net.podCIDR)
+    facts.service_cidr = service_cidr = p.parse(("network", "serviceCIDR"), parse_network, net.serviceCIDR)
     if not is_dns_name(net.clusterDomain):
         p.add(("network", "clusterDomain"), f"{net.clusterDomain!r} is not {SUBDOMAIN_RULE}")
-
-    first_service_ip = cluster_dns = None
     if service_cidr is not None:
-        host_bits = service_cidr.max_prefixlen - service_cidr.prefixlen
-        if host_bits > MAX_SERVICE_HOST_BITS:
-            p.add(("network", "serviceCIDR"),
-                  f"{service_cidr} is larger than kube-apiserver accepts; the prefix must be at least "
-                  f"/{service_cidr.max_prefixlen - MAX_SERVICE_HOST_BITS} for IPv{service_cidr.version}")
-        elif service_cidr.num_addresses < 16:
-            p.add(("network", "serviceCIDR"), f"{service_cidr} is too small; it needs room for the `kubernetes` Service and cluster DNS (at least /{service_cidr.max_prefixlen - 4})")
-        else:
-            first_service_ip = service_cidr.network_address + 1
-            if net.clusterDNS is None:
-                cluster_dns = service_cidr.network_address + 10
-            else:
-                cluster_dns = p.parse(("network", "clusterDNS"), _address, net.clusterDNS)
-                if cluster_dns is not None:
-                    if cluster_dns not in service_cidr:
-                        p.add(("network", "clusterDNS"), f"{cluster_dns} is outside serviceCIDR {service_cidr}; pick an address inside it (default: the 10th, {service_cidr.network_address + 10})")
-                    elif cluster_dns == first_service_ip:
-                        p.add(("network", "clusterDNS"), f"{cluster_dns} is the first service IP, which the `kubernetes` Service takes; pick another (default: {service_cidr.network_address + 10})")
-                    elif cluster_dns in (service_cidr.network_address, service_cidr.broadcast_address):
-                        p.add(("network", "clusterDNS"), f"{cluster_dns} is not a usable host address of {service_cidr}")
-
+        _check_service_range(net, service_cidr, p, facts)
     if pod_cidr is not None and service_cidr is not None:
         if pod_cidr.version != service_cidr.version:
             p.add(("network", "podCIDR"), f"{pod_cidr} and serviceCIDR {service_cidr} are of different IP families; hardway builds single-stack clusters")
         elif pod_cidr.overlaps(service_cidr):
             p.add(("network", "podCIDR"), f"{pod_cidr} overlaps serviceCIDR {service_cidr}; pod and service ranges must be disjoint")
-
-    size = net.nodePodCIDRSize
-    pod_cidr_ok = False
+    facts.node_pod_cidr_size = net.nodePodCIDRSize
     if pod_cidr is not None:
-        if size is None:
-            size = DEFAULT_NODE_POD_CIDR_SIZE[pod_cidr.version]
-        if not (pod_cidr.prefixlen < size <= pod_cidr.max_prefixlen - 2):
-            default = "" if net.nodePodCIDRSize is not None else f" (the default for IPv{pod_cidr.version}; set nodePodCIDRSize)"
-            p.add(("network", "nodePodCIDRSize"),
-                  f"{size}{default} does not fit podCIDR {pod_cidr}: each worker's range must be smaller than podCIDR, "
-                  f"so the prefix length must be from {pod_cidr.prefixlen + 1} to {pod_cidr.max_prefixlen - 2}")
-        else:
-            pod_cidr_ok = True
+        _check_node_pod_cidr_size(net, pod_cidr, p, facts)
+    return facts
 
-    api = spec.apiServer
+
+def _check_service_range(net: NetworkSpec, service_cidr: IPNetwork, p: _Problems, facts: _NetworkFacts) -> None:
+    """serviceCIDR's size, the first service IP and the cluster DNS address inside it."""
+    host_bits = service_cidr.max_prefixlen - service_cidr.prefixlen
+    if host_bits > MAX_SERVICE_HOST_BITS:
+        p.add(("network", "serviceCIDR"),
+              f"{service_cidr} is larger than kube-apiserver accepts; the prefix must be at least "
+              f"/{service_cidr.max_prefixlen - MAX_SERVICE_HOST_BITS} for IPv{service_cidr.version}")
+        return
+    if service_cidr.num_addresses < 16:
+        p.add(("network", "serviceCIDR"), f"{service_cidr} is too small; it needs room for the `kubernetes` Service and cluster DNS (at least /{service_cidr.max_prefixlen - 4})")
+        return
+    facts.first_service_ip = first_service_ip = service_cidr.network_address + 1
+    if net.clusterDNS is None:
+        facts.cluster_dns = service_cidr.network_address + 10
+        return
+    facts.cluster_dns = cluster_dns = p.parse(("network", "clusterDNS"), parse_address, net.clusterDNS)
+    if cluster_dns is None:
+        return
+    if cluster_dns not in service_cidr:
+        p.add(("network", "clusterDNS"), f"{cluster_dns} is outside serviceCIDR {service_cidr}; pick an address inside it (default: the 10th, {service_cidr.network_address + 10})")
+    elif cluster_dns == first_service_ip:
+        p.add(("network", "clusterDNS"), f"{cluster_dns} is the first service IP, which the `kubernetes` Service takes; pick another (default: {service_cidr.network_address + 10})")
+    elif cluster_dns in (service_cidr.network_address, service_cidr.broadcast_address):
+        p.add(("network", "clusterDNS"), f"{cluster_dns} is not a usable host address of {service_cidr}")
+
+
+def _check_node_pod_cidr_size(net: NetworkSpec, pod_cidr: IPNetwork, p: _Problems, facts: _NetworkFacts) -> None:
+    size = net.nodePodCIDRSize if net.nodePodCIDRSize is not None else DEFAULT_NODE_POD_CIDR_SIZE[pod_cidr.version]
+    facts.node_pod_cidr_size = size
+    if not (pod_cidr.prefixlen < size <= pod_cidr.max_prefixlen - 2):
+        default = "" if net.nodePodCIDRSize is not None else f" (the default for IPv{pod_cidr.version}; set nodePodCIDRSize)"
+        p.add(("network", "nodePodCIDRSize"),
+              f"{size}{default} does not fit podCIDR {pod_cidr}: each worker's range must be smaller than podCIDR, "
+              f"so the prefix length must be from {pod_cidr.prefixlen + 1} to {pod_cidr.max_prefixlen - 2}")
+    else:
+        facts.pod_cidr_ok = True
+
+
+def _check_api(api: ApiServerSpec, p: _Problems) -> _ApiFacts:
     if not 1 <= api.port <= 65535:
         p.add(("apiServer", "port"), f"{api.port} is not a TCP port (1-65535)")
-    endpoint = p.parse(("apiServer", "endpoint"), _host, api.endpoint) if api.endpoint is not None else None
+    endpoint = p.parse(("apiServer", "endpoint"), parse_host, api.endpoint) if api.endpoint is not None else None
     extra_sans = tuple(dict.fromkeys(
-        s for i, v in enumerate(api.extraSANs) if (s := p.parse(("apiServer", "extraSANs", i), _host, v))
+        s for i, v in enumerate(api.extraSANs) if (s := p.parse(("apiServer", "extraSANs", i), parse_host, v))
     ))
+    return _ApiFacts(endpoint, extra_sans)
 
+
+def _check_pki(spec: ClusterSpec, p: _Problems, warnings: list[str]) -> _PkiFacts:
+    """The pki section and the encryption provider: what the PKI stage is asked to make."""
     key_algorithm = p.parse(("pki", "keyAlgorithm"), _key_algorithm, spec.pki.keyAlgorithm)
     ca_validity = p.parse(("pki", "caValidity"), parse_duration, spec.pki.caValidity)
     cert_validity = p.parse(("pki", "certValidity"), parse_duration, spec.pki.certValidity)
@@ -641,111 +606,159 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     provider = p.parse(("encryption", "provider"), _one_of(ENCRYPTION_PROVIDERS, "encryption provider"), spec.encryption.provider)
     if provider in PROVIDER_WARNINGS:
         warnings.append(f"encryption.provider {provider}: {PROVIDER_WARNINGS[provider]}; use secretbox")
+    return _PkiFacts(key_algorithm, ca_validity, cert_validity, provider)
 
-    # nodes
-    if not spec.nodes:
+
+def _check_nodes(nodes: list[NodeSpec], net: _NetworkFacts, p: _Problems) -> list[_NodeDraft]:
+    """Each node on its own, and unique names and addresses across them."""
+    if not nodes:
         p.add(("nodes",), "the list is empty; a cluster needs at least one controller")
     names: dict[str, int] = {}
     addresses: dict[IPAddress, int] = {}
-    parsed: list[dict] = []
-    for i, n in enumerate(spec.nodes):
+    drafts = []
+    for i, n in enumerate(nodes):
         loc = ("nodes", i)
         if not is_dns_label(n.name):
-            p.add(loc + ("name",), _not_a_label(n.name, node=True))
+            p.add(loc + ("name",), not_a_label(n.name, node=True))
         elif n.name == WORKSTATION:
             p.add(loc + ("name",), f"{n.name!r} is reserved for the operator's bundle (admin kubeconfigs, manifests); pick another name")
         elif n.name in names:
             p.add(loc + ("name",), f"{n.name!r} is already the name of nodes[{names[n.name]}]; node names must be unique")
         else:
             names[n.name] = i
-        address = p.parse(loc + ("address",), _address, n.address)
+        address = p.parse(loc + ("address",), parse_address, n.address)
         if address is not None:
             if address in addresses:
                 p.add(loc + ("address",), f"{address} is already the address of nodes[{addresses[address]}]; addresses must be unique")
             else:
                 addresses[address] = i
-            if pod_cidr is not None and address.version != pod_cidr.version:
-                p.add(loc + ("address",), f"{address} is IPv{address.version} but podCIDR {pod_cidr} is IPv{pod_cidr.version}; "
-                      "in a single-stack cluster the nodes use the cluster's IP family (pod routes go via node addresses)")
-            elif pod_cidr is not None and address in pod_cidr:
-                p.add(loc + ("address",), f"{address} is inside podCIDR {pod_cidr}; node addresses must be outside the pod range")
-            if service_cidr is not None and address in service_cidr:
-                p.add(loc + ("address",), f"{address} is inside serviceCIDR {service_cidr}; node addresses must be outside the service range")
-        roles = []
-        if not n.roles:
-            p.add(loc + ("roles",), f"the list is empty; give one or more of {', '.join(ROLES)}")
-        for j, role in enumerate(n.roles):
-            if p.parse(loc + ("roles", j), _one_of(ROLES, "role"), role) and role not in roles:
-                roles.append(role)
-        if "loadbalancer" in roles and len(roles) > 1:
-            p.add(loc + ("roles",), f"{', '.join(roles)}: a loadbalancer node takes no other role (HAProxy and kube-apiserver would both listen on the API port); only controller+worker may be combined")
+            _check_node_address(loc, address, net, p)
+        roles = _check_roles(loc, n.roles, p)
         if n.fqdn is not None and not is_dns_name(n.fqdn):
             p.add(loc + ("fqdn",), f"{n.fqdn!r} is not {SUBDOMAIN_RULE}")
-        node_pod_cidr = None
-        if n.podCIDR is not None:
-            if "worker" not in roles:
-                p.add(loc + ("podCIDR",), "only workers run pods; remove podCIDR or add the worker role")
-            else:
-                node_pod_cidr = p.parse(loc + ("podCIDR",), _network, n.podCIDR)
-                if node_pod_cidr is not None and pod_cidr is not None and not (
-                        node_pod_cidr.version == pod_cidr.version and node_pod_cidr.subnet_of(pod_cidr)):
-                    p.add(loc + ("podCIDR",), f"{node_pod_cidr} is outside network.podCIDR {pod_cidr}")
-                    node_pod_cidr = None
-        parsed.append(dict(name=n.name, address=address, roles=frozenset(roles), fqdn=n.fqdn, pod_cidr=node_pod_cidr, explicit=n.podCIDR is not None))
+        drafts.append(_NodeDraft(n.name, address, frozenset(roles), n.fqdn, _node_pod_cidr(loc, n, roles, net, p)))
+    return drafts
 
-    # explicit node ranges must be disjoint
-    ranges_ok = pod_cidr_ok and not any(loc[-1:] == ("podCIDR",) for loc, _ in sink)
-    explicit = sorted(((d["pod_cidr"], i) for i, d in enumerate(parsed) if d["pod_cidr"] is not None),
+
+def _check_node_address(loc: tuple, address: IPAddress, net: _NetworkFacts, p: _Problems) -> None:
+    pod_cidr, service_cidr = net.pod_cidr, net.service_cidr
+    if pod_cidr is not None and address.version != pod_cidr.version:
+        p.add(loc + ("address",), f"{address} is IPv{address.version} but podCIDR {pod_cidr} is IPv{pod_cidr.version}; "
+              "in a single-stack cluster the nodes use the cluster's IP family (pod routes go via node addresses)")
+    elif pod_cidr is not None and address in pod_cidr:
+        p.add(loc + ("address",), f"{address} is inside podCIDR {pod_cidr}; node addresses must be outside the pod range")
+    if service_cidr is not None and address in service_cidr:
+        p.add(loc + ("address",), f"{address} is inside serviceCIDR {service_cidr}; node addresses must be outside the service range")
+
+
+def _check_roles(loc: tuple, given: list[str], p: _Problems) -> list[str]:
+    roles: list[str] = []
+    if not given:
+        p.add(loc + ("roles",), f"the list is empty; give one or more of {', '.join(ROLES)}")
+    for j, role in enumerate(given):
+        if p.parse(loc + ("roles", j), _one_of(ROLES, "role"), role) and role not in roles:
+            roles.append(role)
+    if "loadbalancer" in roles and len(roles) > 1:
+        p.add(loc + ("roles",), f"{', '.join(roles)}: a loadbalancer node takes no other role (HAProxy and kube-apiserver would both listen on the API port); only controller+worker may be combined")
+    return roles
+
+
+def _node_pod_cidr(loc: tuple, n: NodeSpec, roles: list[str], net: _NetworkFacts, p: _Problems) -> IPNetwork | None:
+    """A worker's explicit pod range, if it is given and lies inside podCIDR."""
+    if n.podCIDR is None:
+        return None
+    if "worker" not in roles:
+        p.add(loc + ("podCIDR",), "only workers run pods; remove podCIDR or add the worker role")
+        return None
+    node_pod_cidr = p.parse(loc + ("podCIDR",), parse_network, n.podCIDR)
+    pod_cidr = net.pod_cidr
+    if node_pod_cidr is not None and pod_cidr is not None and not (
+            node_pod_cidr.version == pod_cidr.version and node_pod_cidr.subnet_of(pod_cidr)):
+        p.add(loc + ("podCIDR",), f"{node_pod_cidr} is outside network.podCIDR {pod_cidr}")
+        return None
+    return node_pod_cidr
+
+
+def _check_explicit_ranges_disjoint(drafts: list[_NodeDraft], p: _Problems) -> bool:
+    """False if two nodes' explicit pod ranges overlap (each such pair is a problem)."""
+    ok = True
+    explicit = sorted(((d.pod_cidr, i) for i, d in enumerate(drafts) if d.pod_cidr is not None),
                       key=lambda t: (t[0].network_address, t[0].prefixlen))
     for (prev, i), (cur, j) in zip(explicit, explicit[1:]):  # CIDRs nest or are disjoint, so once sorted any overlap shows between neighbours
         if cur.overlaps(prev):
             first, second = sorted((i, j))
-            p.add(("nodes", second, "podCIDR"), f"{parsed[second]['pod_cidr']} overlaps nodes[{first}].podCIDR {parsed[first]['pod_cidr']}; node pod ranges must be disjoint")
-            ranges_ok = False
+            p.add(("nodes", second, "podCIDR"), f"{drafts[second].pod_cidr} overlaps nodes[{first}].podCIDR {drafts[first].pod_cidr}; node pod ranges must be disjoint")
+            ok = False
+    return ok
 
-    controllers = [d for d in parsed if "controller" in d["roles"]]
+
+def _check_controllers(spec: ClusterSpec, drafts: list[_NodeDraft], p: _Problems, warnings: list[str]) -> None:
+    controllers = [d for d in drafts if d.is_controller]
     if spec.nodes and not controllers:
         p.add(("nodes",), "no node has the controller role; a cluster needs at least one")
-    if len(controllers) > 1 and api.endpoint is None:
+    if len(controllers) > 1 and spec.apiServer.endpoint is None:
         p.add(("apiServer", "endpoint"), f"required with {len(controllers)} controllers: the DNS name or address clients use to reach them all (a load balancer)")
     if controllers and len(controllers) % 2 == 0:
         warnings.append(f"{len(controllers)} controllers: etcd tolerates no more failures with {len(controllers)} members than with {len(controllers) - 1}; an odd number is better")
 
-    # allocate the remaining workers' pod ranges in node order, around the explicit ones
-    if ranges_ok:
-        workers = [d for d in parsed if "worker" in d["roles"]]
-        try:
-            for d, r in zip(workers, allocate_pod_ranges(pod_cidr, size, [d["pod_cidr"] for d in workers])):
-                d["pod_cidr"] = r
-        except PodRangeShortage as e:
-            p.add(("network", "podCIDR"), str(e))
 
+def _allocate_worker_ranges(drafts: list[_NodeDraft], net: _NetworkFacts, p: _Problems) -> None:
+    """The remaining workers' pod ranges, in node order, around the explicit ones."""
+    workers = [d for d in drafts if d.is_worker]
+    try:
+        for d, r in zip(workers, allocate_pod_ranges(net.pod_cidr, net.node_pod_cidr_size, [d.pod_cidr for d in workers])):
+            d.pod_cidr = r
+    except PodRangeShortage as e:
+        p.add(("network", "podCIDR"), str(e))
+
+
+def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Cluster | None:
+    p = _Problems(sink)
+    warnings: list[str] = []
+    if not is_dns_label(spec.name):
+        p.add(("name",), not_a_label(spec.name))
+    version = p.parse(("kubernetesVersion",), parse_version, spec.kubernetesVersion)
+    net = _check_network(spec.network, p)
+    api = _check_api(spec.apiServer, p)
+    pki = _check_pki(spec, p, warnings)
+    drafts = _check_nodes(spec.nodes, net, p)
+    ranges_ok = net.pod_cidr_ok and not any(loc[-1:] == ("podCIDR",) for loc, _ in sink)
+    ranges_ok = _check_explicit_ranges_disjoint(drafts, p) and ranges_ok
+    _check_controllers(spec, drafts, p, warnings)
+    if ranges_ok:
+        _allocate_worker_ranges(drafts, net, p)
     if sink:
         return None
+    return _cluster(spec, source, version, net, api, pki, drafts, warnings)
 
-    nodes = tuple(Node(name=d["name"], address=d["address"], roles=d["roles"], fqdn=d["fqdn"],
-                       pod_cidr=d["pod_cidr"] if "worker" in d["roles"] else None) for d in parsed)
+
+def _cluster(spec: ClusterSpec, source: str, version: KubernetesVersion, net: _NetworkFacts, api: _ApiFacts,
+             pki: _PkiFacts, drafts: list[_NodeDraft], warnings: list[str]) -> Cluster:
+    """The value, from checks that found no problem: every derived value computed here, once."""
+    nodes = tuple(Node(name=d.name, address=d.address, roles=d.roles, fqdn=d.fqdn,
+                       pod_cidr=d.pod_cidr if d.is_worker else None) for d in drafts)
     ctrl = [n for n in nodes if n.is_controller]
-    api_endpoint = endpoint or str(ctrl[0].address)
+    api_endpoint = api.endpoint or str(ctrl[0].address)
+    port = spec.apiServer.port
     etcd_members = tuple(EtcdMember(n.name, f"https://{n.url_host}:2380", f"https://{n.url_host}:2379") for n in ctrl)
     return Cluster(
         name=spec.name,
         version=version,
-        pod_cidr=pod_cidr,
-        node_pod_cidr_size=size,
-        service_cidr=service_cidr,
-        cluster_domain=net.clusterDomain,
-        cluster_dns=cluster_dns,
-        kubernetes_service_ip=first_service_ip,
+        pod_cidr=net.pod_cidr,
+        node_pod_cidr_size=net.node_pod_cidr_size,
+        service_cidr=net.service_cidr,
+        cluster_domain=spec.network.clusterDomain,
+        cluster_dns=net.cluster_dns,
+        kubernetes_service_ip=net.first_service_ip,
         api_endpoint=api_endpoint,
-        api_port=api.port,
-        api_url=f"https://{url_host(api_endpoint)}:{api.port}",
-        local_api_url=f"https://127.0.0.1:{api.port}",
-        extra_sans=extra_sans,
-        key_algorithm=key_algorithm,
-        ca_validity=ca_validity,
-        cert_validity=cert_validity,
-        encryption_provider=provider,
+        api_port=port,
+        api_url=f"https://{host_port(api_endpoint, port)}",
+        local_api_url=f"https://127.0.0.1:{port}",
+        extra_sans=api.extra_sans,
+        key_algorithm=pki.key_algorithm,
+        ca_validity=pki.ca_validity,
+        cert_validity=pki.cert_validity,
+        encryption_provider=pki.provider,
         nodes=nodes,
         etcd_members=etcd_members,
         source=source,

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, missing
 
 
 @pytest.fixture(scope="session")
@@ -56,9 +56,4 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess]:
 def prerequisite() -> Callable[[str, str], None]:
     """prerequisite(what, command): a missing prerequisite skips the test, naming the command
     that provides it; under CI=true it fails instead, so CI cannot pass by skipping."""
-    def missing(what: str, command: str) -> None:
-        message = f"{what} is missing; `{command}` provides it"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return missing
+    return lambda what, command: missing(f"{what} is missing", command)

@@ -29,7 +29,7 @@ from hardway.pki import load_materials, reconcile
 from hardway.plan import WORKSTATION, NodePlan, PlannedFile
 from hardway.render import iter_node_plans
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO  # noqa: E402
 PKI = "/etc/kubernetes/pki"
 
 

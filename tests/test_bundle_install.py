@@ -22,7 +22,7 @@ from hardway.pki import reconcile
 from hardway.plan import WORKSTATION
 from hardway.render import iter_node_plans
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO  # noqa: E402
 EXAMPLES = ("kthw", "ha")
 NODES = [(ex, n.name) for ex in EXAMPLES for n in spec.load(REPO / "examples" / f"{ex}.yaml").nodes]
 

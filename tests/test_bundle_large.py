@@ -17,7 +17,7 @@ from hardway import spec
 from hardway.bundle import check_bundles
 from hardway.pki import load_materials
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO  # noqa: E402
 sys.path.insert(0, str(REPO / "benchmarks"))
 from make_large import large_spec  # noqa: E402
 

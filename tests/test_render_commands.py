@@ -14,7 +14,7 @@ import pytest
 from hardway.errors import HardwayError
 from hardway.pki import load_materials
 from hardway.render import write as render_write
-from test_render_helpers import V6_SPEC, cluster, kubeconfig_parts, materials
+from render_helpers import V6_SPEC, cluster, kubeconfig_parts, materials
 
 HA = Path(__file__).resolve().parent.parent / "examples" / "ha.yaml"
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hardway.plan import WORKSTATION, NodePlan
 from hardway.render import node_plan
-from test_render_helpers import (EXAMPLES, PKI, VERSIONS, at_version, cert, cluster, cn, covers,
+from render_helpers import (EXAMPLES, PKI, VERSIONS, at_version, cert, cluster, cn, covers,
                                  exec_start, kubeconfig_parts, materials, orgs, text, unit_flags, url_host,
                                  yaml_docs, yaml_file)
 
@@ -432,7 +432,7 @@ def test_routes_and_hosts(example, minor):
             assert (str(other.address), other.name) in named
             assert other.fqdn is None or (str(other.address), other.fqdn) in named
     hosts = text(plans[WORKSTATION], "/hosts").splitlines()
-    assert [h for h in hosts if not h.startswith("#")] == plans[c.nodes[0].name].notes["hosts"]
+    assert [h for h in hosts if not h.startswith("#")] == list(plans[c.nodes[0].name].notes.hosts)
     if not re.fullmatch(r"[\d.:]+", c.api_endpoint):
         assert any(c.api_endpoint in line.split()[1:] for line in hosts), "the API endpoint's name resolves nowhere"
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from hardway.render import iter_node_plans
-from test_render_helpers import cluster, materials, need
+from render_helpers import cluster, materials, need
 
 MANIFEST_KINDS = {
     "/manifests/00-rbac-kubelet-api.yaml": ["ClusterRoleBinding"],

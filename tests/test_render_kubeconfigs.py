@@ -23,7 +23,8 @@ import yaml
 from hardway import binaries
 from hardway.plan import WORKSTATION
 from hardway.render import iter_kubeconfigs, kubeconfig, kubeconfig_file_name, kubeconfig_identities, node_plan
-from test_render_helpers import IN_CI, cert, cluster, cn, kubeconfig_parts, materials, need, url_host
+from helpers import missing
+from render_helpers import cert, cluster, cn, kubeconfig_parts, materials, need, url_host
 
 BUILD_HOW = "python -m hardway.binaries"
 
@@ -33,10 +34,7 @@ def pinned_kubectl() -> str:
     found = binaries.find_binaries(version).get("kubectl")
     if found:
         return str(found)
-    message = f"kubectl {version} is not built in {binaries.cache_dir(version)}; `{BUILD_HOW}` builds it"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(f"kubectl {version} is not built in {binaries.cache_dir(version)}", BUILD_HOW)
 
 
 def any_kubectl() -> str:

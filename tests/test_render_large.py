@@ -14,7 +14,7 @@ import yaml
 
 from hardway.plan import WORKSTATION
 from hardway.render import iter_node_plans
-from test_render_helpers import PKI, cert, cluster, cn, covers, kubeconfig_parts, materials, unit_flags
+from render_helpers import PKI, cert, cluster, cn, covers, kubeconfig_parts, materials, unit_flags
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ from hardway import binaries
 from hardway.render import node_plan, version_row
 from hardway.render.data import RenderDataError, check_version_table, parse_layout, version_table
 from hardway.versions import SUPPORTED_MINORS, parse_version
-from test_render_helpers import (IN_CI, REPO, VERSIONS, at_version, cluster, exec_start, flags, materials, text,
+from helpers import REPO, missing as skip_or_fail
+from render_helpers import (VERSIONS, at_version, cluster, exec_start, flags, materials, text,
                                  yaml_docs, yaml_file)
 
 CONFIG_KINDS = {  # file -> (versions.yaml api key, kind)
@@ -111,11 +112,8 @@ def built() -> dict:
     found = binaries.find_binaries(version)
     missing = [d for d in DAEMONS if d not in found]
     if missing:
-        message = (f"{', '.join(missing)} {version} not built in {binaries.cache_dir(version)}; "
-                   "`python -m hardway.binaries` builds them")
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(f"{', '.join(missing)} {version} not built in {binaries.cache_dir(version)}",
+                     "python -m hardway.binaries")
     return found
 
 

@@ -320,3 +320,40 @@ def test_clean_without_output(run_cli, tmp_path):
     result = run_cli(["clean"], cwd=tmp_path)
     assert result.returncode == 0 and "nothing to clean" in result.stdout
     assert snapshot(tmp_path) == {}
+
+
+# ------------------------------------------------------------------ configuration ---------------
+
+def test_defaults_come_from_hardway_configuration(run_cli, example_path, tmp_path):
+    """HARDWAY_SPEC / HARDWAY_OUT and `-f FILE` reach every task through Invoke's configuration."""
+    env = {"HARDWAY_SPEC": str(example_path("kthw")), "HARDWAY_OUT": "from-env"}
+    result = run_cli(["clean"], cwd=tmp_path, extra_env=env)
+    assert result.returncode == 0 and "from-env" in result.stdout, result.stdout + result.stderr
+    (tmp_path / "cfg.yaml").write_text(f"spec: {example_path('ha')}\n")
+    result = run_cli(["-f", "cfg.yaml", "validate"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(example_path("ha").read_text())["name"] in result.stdout
+    result = run_cli(["validate", "--spec", str(example_path("kthw"))], cwd=tmp_path, extra_env=env | {"HARDWAY_SPEC": "nope.yaml"})
+    assert result.returncode == 0, result.stderr  # the flag wins
+
+
+def test_the_task_class_maps_errors_to_exits():
+    from invoke import Context, Exit
+
+    from hardway.errors import HardwayError
+    from hardway.tasklib import task
+
+    @task
+    def failing(c):
+        raise HardwayError("it broke")
+
+    @task
+    def unhappy(c):
+        return 3
+
+    with pytest.raises(Exit) as e:
+        failing(Context())
+    assert (e.value.message, e.value.code) == ("error: it broke", 1)
+    with pytest.raises(Exit) as e:
+        unhappy(Context())
+    assert e.value.code == 3

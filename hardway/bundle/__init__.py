@@ -1,8 +1,8 @@
 """The bundle stage: one deployable archive per node, and one for the operator's workstation.
 
-    write_bundles(cluster, materials, out, plans=None) -> BundleRun   (writes <out>/bundles/)
+    write_bundles(cluster, materials, out, plans=None, progress=silent) -> BundleRun   (writes <out>/bundles/)
     plan_bundles(cluster, out, actions=None, materials=None)  -> [NodeChange]   (writes nothing)
-    check_bundles(cluster, out, materials=None) -> BundleReport       (reads <out>/bundles/)
+    check_bundles(cluster, out, materials=None, progress=silent) -> BundleReport   (reads <out>/bundles/)
     layout.members(cluster, plan) -> [Member]                         (one bundle, as values)
     privilege.Checker(cluster, materials).check(node, files)          (least privilege, by content)
 
@@ -13,19 +13,23 @@ path its bundle does not provide is never written. docs/bundles.md describes the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HardwayError
-from ..output import progress
 from ..plan import WORKSTATION
+from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
-from ..fsutil import fsync_dir
-from .archive import SUFFIX, archived_nodes, locked, remove_archive, write_archive
+from .archive import SUFFIX, ArchiveStatus, archived_nodes, locked, remove_archive, write_archive
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 __all__ = [
     "BundleReport", "BundleRow", "BundleRun", "Checker", "FileChange", "NodeChange", "check_bundle",
@@ -36,14 +40,14 @@ __all__ = [
 @dataclass
 class BundleRun:
     bundles: Path
-    results: list[tuple[str, str]] = field(default_factory=list)  # (node, created|updated|unchanged)
+    results: list[tuple[str, ArchiveStatus]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
+    def count(self, status: ArchiveStatus) -> int:
         return sum(1 for _, s in self.results if s == status)
 
 
-def write_bundles(cluster: Cluster, materials, out: Path, plans=None) -> BundleRun:
+def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None, *, progress: Progress = silent) -> BundleRun:
     """Write <out>/bundles/<node>.tar.gz for every node and the workstation; delete bundles of
     nodes no longer in the spec. Raises HardwayError (after writing the good ones) if a plan fails
     its checks; those bundles are left as they were."""
@@ -60,10 +64,9 @@ def write_bundles(cluster: Cluster, materials, out: Path, plans=None) -> BundleR
             if problems:
                 refused += [f"{plan.node}: {p}" for p in problems]
             else:
-                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan), sync_dir=False)
+                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan))
                 run.results.append((plan.node, status))
             advance()
-        fsync_dir(bundles)
         if refused:
             raise HardwayError("refused to write bundles that would break least privilege or miss a file "
                                "(a rendering bug; those bundles were left as they were):\n  " + "\n  ".join(refused))

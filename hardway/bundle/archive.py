@@ -4,7 +4,7 @@ Same members in, same bytes out: members in a fixed order, one fixed mtime, owne
 host names, gzip without a file name or time stamp. One bundle's tar is built in memory (a few
 hundred KB at most; the bundles of other nodes are never held at once) and compared with the tar
 inside the archive already there: if equal, nothing is written and the file keeps its mtime;
-otherwise it is compressed into a temp file beside the target, fsynced and renamed over it.
+otherwise it is compressed and written with `fsutil.atomic_write` (temp file, fsync, rename).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from __future__ import annotations
 import fcntl
 import gzip
 import io
-import os
 import tarfile
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import HardwayError
+from ..fsutil import atomic_write, fsync_dir, leftover_temp_files
 from .layout import Member
-from ..fsutil import fsync_dir
 
 # 2000-01-01T00:00:00Z. Not 0: some tar versions warn about "implausibly old" time stamps.
 MTIME = 946684800
@@ -61,12 +61,6 @@ def _gzip(data: bytes, fileobj) -> None:
         gz.write(data)
 
 
-def archive_bytes(members: Iterable[Member]) -> bytes:
-    buf = io.BytesIO()
-    _gzip(tar_bytes(members), buf)
-    return buf.getvalue()
-
-
 def _unpacked(path: Path) -> bytes | None:
     """The tar inside an existing archive, or None if there is none or it is unreadable."""
     try:
@@ -78,29 +72,26 @@ def _unpacked(path: Path) -> bytes | None:
         return None
 
 
-def write_archive(path: Path, members: Iterable[Member], sync_dir: bool = True) -> str:
-    """Write the archive unless an identical one is there: "created", "updated" or "unchanged".
+class ArchiveStatus(StrEnum):
+    """What `write_archive` did."""
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def write_archive(path: Path, members: Iterable[Member]) -> ArchiveStatus:
+    """Write the archive unless an identical one is there: created, updated or unchanged.
 
     Identical means the same tar inside: gzip is a function of it, so an unchanged bundle costs a
     decompression, not a compression, and keeps its file (and mtime)."""
     data = tar_bytes(members)
     existed = path.exists()
     if existed and _unpacked(path) == data:
-        return "unchanged"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, ARCHIVE_MODE)
-        with os.fdopen(fd, "wb") as raw:
-            _gzip(data, raw)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync_dir:  # a caller writing many archives fsyncs the directory once, at the end
-        fsync_dir(path.parent)
-    return "updated" if existed else "created"
+        return ArchiveStatus.UNCHANGED
+    compressed = io.BytesIO()
+    _gzip(data, compressed)
+    atomic_write(path, compressed.getvalue(), ARCHIVE_MODE)
+    return ArchiveStatus.UPDATED if existed else ArchiveStatus.CREATED
 
 
 def remove_archive(path: Path) -> None:
@@ -127,9 +118,14 @@ def locked(bundles: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise HardwayError(f"another hardway run is writing {bundles}; wait for it to finish") from None
-        for stale in bundles.glob(f".*{SUFFIX}.*.tmp"):
+        for stale in leftover_temp_files(bundles) + _old_temp_files(bundles):
             stale.unlink(missing_ok=True)
         yield
+
+
+def _old_temp_files(bundles: Path) -> list[Path]:
+    """Temp files of hardway releases before fsutil's naming (`.<node>.tar.gz.<pid>.tmp`)."""
+    return sorted(bundles.glob(f".*{SUFFIX}.*.tmp"))
 
 
 def archived_nodes(bundles: Path) -> list[str]:

@@ -9,15 +9,21 @@ The same checks run on each plan before `hardway bundle` writes it (`plan_proble
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..plan import WORKSTATION
+from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout, references
 from .archive import SUFFIX, ArchiveError, archived_nodes, read_archive
 from .privilege import Checker
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  (\S+)$")
 
@@ -69,7 +75,7 @@ def plan_problems(checker: Checker | None, plan) -> list[str]:
     problems = []
     if checker is not None:
         problems += [f"{f.path}: {f.problem}" for f in checker.check(plan.node, plan.files)]
-    binaries = [b["path"] for b in plan.notes.get("binaries", [])]
+    binaries = [b["path"] for b in plan.notes.binaries]
     for ref in references.unresolved(list(plan.files), [d.path for d in plan.directories], binaries):
         problems.append(f"{ref.path} names {ref.target}, which this node's bundle does not provide")
     return problems
@@ -147,8 +153,8 @@ def check_bundle(cluster: Cluster, checker: Checker | None, path: Path, node: st
     return row
 
 
-def check_bundles(cluster: Cluster, out: Path, materials=None, materials_error: str | None = None,
-                  advance=lambda n=1: None) -> BundleReport:
+def check_bundles(cluster: Cluster, out: Path, materials: Materials | None = None, materials_error: str | None = None, *,
+                  progress: Progress = silent) -> BundleReport:
     bundles = out / "bundles"
     report = BundleReport(bundles)
     present = set(archived_nodes(bundles))
@@ -158,13 +164,14 @@ def check_bundles(cluster: Cluster, out: Path, materials=None, materials_error: 
     checker = Checker(cluster, materials) if materials is not None else None
     if checker is None:
         report.problems.append(f"least privilege not verified: {materials_error or 'no PKI materials'}")
-    for node in [n.name for n in cluster.nodes] + [WORKSTATION]:
-        path = bundles / f"{node}{SUFFIX}"
-        if node not in present:
-            report.problems.append(f"{node}: no bundle ({path.name} missing); run `hardway bundle`")
-        else:
-            report.rows.append(check_bundle(cluster, checker, path, node))
-        advance()
+    with progress("checking bundles", len(cluster.nodes) + 1) as advance:
+        for node in [n.name for n in cluster.nodes] + [WORKSTATION]:
+            path = bundles / f"{node}{SUFFIX}"
+            if node not in present:
+                report.problems.append(f"{node}: no bundle ({path.name} missing); run `hardway bundle`")
+            else:
+                report.rows.append(check_bundle(cluster, checker, path, node))
+            advance()
     wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
     for node in sorted(present - wanted):
         report.problems.append(f"{node}{SUFFIX}: a bundle for a node that is not in the spec; "

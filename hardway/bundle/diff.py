@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import difflib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import yaml
@@ -21,14 +22,29 @@ from ..spec import Cluster
 from . import layout, privilege
 from .archive import SUFFIX, ArchiveError, archived_nodes, read_archive
 
-ADDED, CHANGED, REMOVED = "added", "changed", "removed"
-NEW, UNCHANGED, UPDATED, GONE, UNREADABLE = "new", "unchanged", "changed", "removed", "unreadable"
+
+
+class FileStatus(StrEnum):
+    """What `bundle` would do to one file of a bundle."""
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+class BundleStatus(StrEnum):
+    """What `bundle` would do to one node's bundle. (Some words are FileStatus's too: report
+    styles are looked up per type, never in one table.)"""
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    CHANGED = "changed"
+    REMOVED = "removed"
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True)
 class FileChange:
     path: str  # the install path (or the bundle's own file: INSTALL.md, install.sh, ...)
-    change: str  # added | changed | removed
+    change: FileStatus
     why: str
 
     def to_dict(self) -> dict:
@@ -38,7 +54,7 @@ class FileChange:
 @dataclass
 class NodeChange:
     node: str
-    status: str  # new | unchanged | changed | removed | unreadable
+    status: BundleStatus
     files: list[FileChange] = field(default_factory=list)
     count: int = 0  # planned files (new bundles)
     note: str = ""
@@ -213,9 +229,9 @@ def diff_node(cluster: Cluster, plan, bundles: Path, pki_reasons: dict[str, str]
     try:
         archived = read_archive(path, node)
     except FileNotFoundError:
-        return NodeChange(node, NEW, count=len(plan.files), note=f"{len(plan.files)} files")
+        return NodeChange(node, BundleStatus.NEW, count=len(plan.files), note=f"{len(plan.files)} files")
     except ArchiveError as e:
-        return NodeChange(node, UNREADABLE, count=len(plan.files), note=f"{path.name} {e}: it will be rewritten")
+        return NodeChange(node, BundleStatus.UNREADABLE, count=len(plan.files), note=f"{path.name} {e}: it will be rewritten")
     label = lambda name: layout.install_path(node, name) or name  # noqa: E731
     changes, own = [], []
     for name in sorted(set(planned) | set(archived)):
@@ -223,17 +239,17 @@ def diff_node(cluster: Cluster, plan, bundles: Path, pki_reasons: dict[str, str]
         is_file = layout.install_path(node, name) is not None
         target = changes if is_file else own
         if old is None:
-            target.append(FileChange(label(name), ADDED, "new file" if is_file else "new in this version of hardway"))
+            target.append(FileChange(label(name), FileStatus.ADDED, "new file" if is_file else "new in this version of hardway"))
         elif new is None:
-            target.append(FileChange(label(name), REMOVED, "no longer planned for this node"))
+            target.append(FileChange(label(name), FileStatus.REMOVED, "no longer planned for this node"))
         elif old.mode != new.mode or old.data != new.data:
-            target.append(FileChange(label(name), CHANGED, explain(old, new, pki_reasons)))
+            target.append(FileChange(label(name), FileStatus.CHANGED, explain(old, new, pki_reasons)))
     # SHA256SUMS and install.sh follow the files: list them only when they change on their own.
     derived = (layout.SUMS, layout.INSTALL_SH)
     if changes:
         own = [c for c in own if c.path not in derived]
     files = changes + own
-    return NodeChange(node, UPDATED if files else UNCHANGED, files=files)
+    return NodeChange(node, BundleStatus.CHANGED if files else BundleStatus.UNCHANGED, files=files)
 
 
 def plan_bundles(cluster: Cluster, out: Path, actions=None, materials=None, plans=None) -> list[NodeChange]:
@@ -249,6 +265,6 @@ def plan_bundles(cluster: Cluster, out: Path, actions=None, materials=None, plan
     wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
     for node in archived_nodes(bundles):
         if node not in wanted:
-            result.append(NodeChange(node, GONE, note="no longer in the spec: `hardway bundle` deletes its bundle"))
+            result.append(NodeChange(node, BundleStatus.REMOVED, note="no longer in the spec: `hardway bundle` deletes its bundle"))
     return result
 

@@ -17,10 +17,10 @@ from functools import cache
 import jinja2
 
 from ..errors import HardwayError
+from ..names import is_ip
 from ..plan import WORKSTATION, NodePlan
 from ..resources import data_dir
 from ..spec import Cluster
-from ..spec import is_ip as _is_ip
 
 ROOTFS = "rootfs"
 SUMS = "SHA256SUMS"
@@ -95,7 +95,7 @@ def validate(plan: NodePlan) -> None:
     for unit in plan.units:
         if not _UNIT.match(unit):
             problems.append(f"unit {unit!r}: not a systemd unit name")
-    for b in plan.notes.get("binaries", []):
+    for b in plan.notes.binaries:
         path = str(b.get("path", ""))
         if not _PATH.match(path[:-1] if path.endswith("/") else path):  # a trailing / names a directory
             problems.append(f"binary {b.get('name')!r}: path {b.get('path')!r} is not an absolute path")
@@ -107,7 +107,7 @@ def manifest(plan: NodePlan) -> list[ManifestEntry]:
     """Directories first (files may land in them), then files in path order, then binaries."""
     entries = [ManifestEntry("d", d.mode, None, d.path) for d in sorted(plan.directories, key=lambda d: d.path)]
     entries += [ManifestEntry("f", f.mode, sha256(f.data), f.path) for f in sorted(plan.files, key=lambda f: f.path)]
-    entries += [ManifestEntry("b", 0o755, None, b["path"]) for b in sorted(plan.notes.get("binaries", []), key=lambda b: b["path"])]
+    entries += [ManifestEntry("b", 0o755, None, b["path"]) for b in sorted(plan.notes.binaries, key=lambda b: b["path"])]
     return entries
 
 
@@ -179,13 +179,6 @@ def _env() -> jinja2.Environment:
     return env
 
 
-def _host_line(entry: object) -> str:
-    """notes["hosts"] holds lines, or mappings of address, fqdn and name."""
-    if isinstance(entry, dict):
-        return " ".join(str(entry[k]) for k in ("address", "fqdn", "name") if entry.get(k))
-    return str(entry)
-
-
 
 def _modules(files: list) -> list[str]:
     """The kernel modules named by modules-load.d files (one per line; # and ; start comments)."""
@@ -204,7 +197,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
     files = sorted(plan.files, key=lambda f: f.path)
     modules_files = [f for f in files if f.path.startswith("/etc/modules-load.d/")]
     entries = manifest(plan) if plan.node != WORKSTATION else []
-    downloads = [b for b in notes.get("binaries", []) if "package" not in b]
+    downloads = [b for b in notes.binaries if "package" not in b]
     return dict(
         cluster=cluster,
         plan=plan,
@@ -217,14 +210,14 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         directories=sorted(plan.directories, key=lambda d: d.path),
         units=list(plan.units),
         manifest=manifest_text(entries),
-        binaries=list(notes.get("binaries", [])),
+        binaries=list(notes.binaries),
         downloads=downloads,  # the other binaries come from Debian packages
-        packaged=[b for b in notes.get("binaries", []) if "package" in b],
-        packages=list(notes.get("packages", [])),
-        routes=list(notes.get("routes", [])),
-        hosts=[_host_line(h) for h in notes.get("hosts", [])],
+        packaged=[b for b in notes.binaries if "package" in b],
+        packages=list(notes.packages),
+        routes=list(notes.routes),
+        hosts=list(notes.hosts),
         has=lambda path: path in plan.paths,
-        endpoint_is_name=not _is_ip(cluster.api_endpoint),
+        endpoint_is_name=not is_ip(cluster.api_endpoint),
         example_binary=next((b for b in downloads if not b["path"].endswith("/")
                              and not str(b.get("url_hint", "")).split()[0].endswith((".tar.gz", ".tgz"))),
                             (downloads or [None])[0]),

@@ -18,12 +18,15 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..plan import WORKSTATION
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 OWN, CLUSTER = "own", "cluster"
 SERVICE_ACCOUNT, ENCRYPTION = "service-account", "encryption"
@@ -134,7 +137,7 @@ def holds_encryption_key(data: bytes, key: bytes) -> bool:
 class Checker:
     """Least privilege for the nodes of one cluster against one PKI store's materials."""
 
-    def __init__(self, cluster, materials):
+    def __init__(self, cluster, materials: Materials):
         self.cluster = cluster
         self.materials = materials
         self._allowed: dict[tuple, str | None] = {}
@@ -177,7 +180,7 @@ class Checker:
         """Whose key this is in the store (built once, on the first key that is not allowed)."""
         if self._index is None:
             self._index = {}
-            for (entry, node), pem in getattr(self.materials, "certs", {}).items():
+            for (entry, node), pem in self.materials.certs.items():
                 try:
                     self._index[cert_fingerprint(pem)] = (entry, node)
                 except ValueError:
@@ -210,7 +213,7 @@ class Checker:
                     findings.append(Finding(node, f.path, f"{k.where}: the private key of {_label(*owner)}, "
                                                           f"which {kind} must not hold"))
             if any(holds_encryption_key(f.data, key) for key in
-                   [k for _, _, k in getattr(self.materials, "encryption_keys", ())] or [self.materials.encryption_key]):
+                   [k for _, _, k in self.materials.encryption_keys] or [self.materials.encryption_key]):
                 secret = True
                 if not may_encrypt:
                     findings.append(Finding(node, f.path, f"the encryption-at-rest key, which {kind} must not hold"))

@@ -1,54 +1,63 @@
-"""How the bundle stage speaks in `bundle`, `plan` and `check`: short on a 1000-node cluster."""
+"""How the bundle stage speaks in `bundle`, `plan` and `check`: short on a 1000-node cluster.
+
+Values only (lines with rich markup, tables): the task layer prints them."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from ..output import console
 from .check import BundleReport
-from .diff import ADDED, CHANGED, GONE, NEW, REMOVED, UNCHANGED, UNREADABLE, UPDATED, NodeChange
+from .archive import ArchiveStatus
+from .diff import BundleStatus, FileStatus, NodeChange
 
 _LIST_UP_TO = 40  # nodes listed one by one; beyond that, counts
-_STYLE = {ADDED: "green", CHANGED: "yellow", REMOVED: "red", NEW: "green", UPDATED: "yellow", GONE: "red",
-          UNREADABLE: "bold red", UNCHANGED: "dim"}
+_FILE_STYLE = {FileStatus.ADDED: "green", FileStatus.CHANGED: "yellow", FileStatus.REMOVED: "red"}
+_BUNDLE_STYLE = {BundleStatus.NEW: "green", BundleStatus.CHANGED: "yellow", BundleStatus.REMOVED: "red",
+                 BundleStatus.UNREADABLE: "bold red", BundleStatus.UNCHANGED: "dim"}
 
 
-def print_run(run) -> None:
-    changed = [(n, s) for n, s in run.results if s != "unchanged"]
+def run_lines(run) -> list[str]:
+    """What `bundle` says about a BundleRun, line by line (rich markup)."""
+    lines = []
+    changed = [(n, s) for n, s in run.results if s != ArchiveStatus.UNCHANGED]
     if changed and len(changed) <= _LIST_UP_TO:
         for node, status in changed:
-            console.print(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
+            lines.append(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
     for node in run.removed[:_LIST_UP_TO]:
-        console.print(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
-    console.print(f"bundles: {run.count('created')} created, {run.count('updated')} updated, "
-                  f"{run.count('unchanged')} unchanged, {len(run.removed)} removed ({run.bundles})")
+        lines.append(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
+    lines.append(f"bundles: {run.count(ArchiveStatus.CREATED)} created, {run.count(ArchiveStatus.UPDATED)} updated, "
+                 f"{run.count(ArchiveStatus.UNCHANGED)} unchanged, {len(run.removed)} removed ({run.bundles})")
+    return lines
 
 
-def print_plan(changes: list[NodeChange], bundles) -> None:
+def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
     """One line per changed file, grouped by bundle (not a table: paths and reasons are long)."""
+    lines = []
     shown = 0
     for c in changes:
-        if c.status == UNCHANGED:
+        if c.status == BundleStatus.UNCHANGED:
             continue
         shown += 1
         if shown == 1:
-            console.print(f"bundles in {bundles}:")
+            lines.append(f"bundles in {bundles}:")
         if shown > _LIST_UP_TO:
             continue
-        style = _STYLE[c.status]
-        console.print(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
+        style = _BUNDLE_STYLE[c.status]
+        lines.append(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
         for f in c.files:
-            console.print(f"  [{_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
+            lines.append(f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
     if shown > _LIST_UP_TO:
-        console.print(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
+        lines.append(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
+    return lines
 
 
 def plan_summary(changes: list[NodeChange]) -> str:
     count = lambda status: sum(1 for c in changes if c.status == status)  # noqa: E731
     files = sum(len(c.files) for c in changes)
-    return (f"bundles: {count(NEW)} to create, {count(UPDATED)} to change ({files} file change(s)), "
-            f"{count(UNCHANGED)} unchanged, {count(GONE)} to remove"
-            + (f", {count(UNREADABLE)} unreadable (to rewrite)" if count(UNREADABLE) else ""))
+    unreadable = count(BundleStatus.UNREADABLE)
+    return (f"bundles: {count(BundleStatus.NEW)} to create, {count(BundleStatus.CHANGED)} to change "
+            f"({files} file change(s)), {count(BundleStatus.UNCHANGED)} unchanged, {count(BundleStatus.REMOVED)} to remove"
+            + (f", {unreadable} unreadable (to rewrite)" if unreadable else ""))
 
 
 def check_table(report: BundleReport) -> Table:

@@ -37,7 +37,7 @@ from .procs import Process
 from .sandbox import CLEAN_PATH, Sandbox, mount_roots
 from .units import ServiceUnit, UnitError, parse_unit
 from ..spec import is_ip as _is_ip
-from ..fsutil import extract_bundle
+from ..fsutil import atomic_write, extract_bundle
 
 # The order the lab starts components in, across nodes: the workstation README's order. Stage 4 has
 # no unit: the workstation applies its manifests with super-admin once the API answers; then the
@@ -113,9 +113,7 @@ class Lab:
             "probes": [p.to_dict() for p in self.probes],
             "binds": self.binds, "notes": self.notes, "setup": self.setup, "cgroups": self.cgroups,
         }
-        tmp = self.labdir / f".{STATE}.tmp"
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, self.labdir / STATE)
+        atomic_write(self.labdir / STATE, (json.dumps(data, indent=1) + "\n").encode(), 0o644)
 
     @classmethod
     def load(cls, labdir: Path) -> "Lab":
@@ -262,9 +260,8 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         down(labdir)  # leftovers of a lab that died: nothing runs, clear the record
 
     say(f"bundling {cluster.name} into {out}/bundles")
-    from ..commands import run_bundle
-    if run_bundle(cluster, out):
-        raise LabError("`hardway bundle` failed; the lab needs its bundles")
+    from ..pipeline import bundle
+    bundle(cluster, out)
     from ..pki import load_materials
     from ..render import node_plan
     materials = load_materials(cluster, out / "pki")

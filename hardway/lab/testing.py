@@ -1,57 +1,6 @@
-"""Prerequisites of the lab and end-to-end tests (imported by tests only; needs pytest).
+"""Moved to tests/helpers.py (pytest-only helpers do not ship in the package). This shim stays only
+until the lab and end-to-end tests import `helpers` themselves; it works only under pytest, which
+puts tests/ on sys.path."""
 
-Outside CI a missing prerequisite skips the test with the exact command that provides it; under
-CI=true it fails the test, so a CI run can never pass by skipping what it exists to prove.
-"""
-
-from __future__ import annotations
-
-import os
-import shutil
-import subprocess
-import uuid
-
-import pytest
-
-from .. import binaries as binaries_mod
-from .lab import LAB_BINARIES
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-BUILD_COMMAND = "hardway lab.binaries  (or: python -m hardway.binaries)"
-
-
-def missing(what: str, command: str) -> None:
-    """Skip (or, under CI=true, fail) because `what` is missing; `command` provides it."""
-    message = f"{what}; provide it with: {command}"
-    if IN_CI:
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
-
-
-def need_namespaces() -> None:
-    """Root, iproute2, unshare, and a kernel that lets us create a network namespace."""
-    if os.geteuid() != 0:
-        missing("the lab needs root (network namespaces, mounts)", "sudo -E python -m pytest ...")
-    for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
-        if shutil.which(tool) is None:
-            missing(f"`{tool}` is not installed", f"apt-get install -y {package}")
-    name = f"hwprobe-{uuid.uuid4().hex[:6]}"
-    add = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    if add.returncode != 0:
-        missing(f"`ip netns add` fails here ({add.stderr.strip()})",
-                "run the tests as root on a kernel with network namespaces (a VM or a privileged container)")
-
-
-def need_binaries(version: str, names=LAB_BINARIES) -> dict:
-    found = binaries_mod.find_binaries(version)
-    absent = [n for n in names if n not in found]
-    if absent:
-        missing(f"the {version} binaries {', '.join(absent)} are not built "
-                f"(looked in $HARDWAY_BIN_DIR and {binaries_mod.cache_dir(version)})", BUILD_COMMAND)
-    return found
-
-
-def need_haproxy() -> None:
-    if not (shutil.which("haproxy") or os.access("/usr/sbin/haproxy", os.X_OK)):
-        missing("HAProxy is not installed", "apt-get update && apt-get install -y haproxy")
+from helpers import (BUILD_COMMAND, IN_CI, missing, need_binaries, need_haproxy,  # noqa: F401
+                     need_namespaces)

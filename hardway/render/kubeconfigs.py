@@ -8,12 +8,15 @@ deterministic: the same materials give the same file.
 from __future__ import annotations
 
 import base64
-from typing import Iterator
+from typing import Iterator, TYPE_CHECKING
 
 from ..errors import HardwayError
 from ..spec import Cluster
 from .data import KubeconfigRule, layout
 from .templates import render_template
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 TEMPLATE = "kubeconfig.yaml.j2"
 
@@ -40,7 +43,7 @@ def file_name(identity: str, node: str | None = None) -> str:
     return f"{identity}-{node}.kubeconfig" if _rule(identity).per_node else f"{identity}.kubeconfig"
 
 
-def kubeconfig(cluster: Cluster, materials, identity: str, node: str | None = None) -> bytes:
+def kubeconfig(cluster: Cluster, materials: Materials, identity: str, node: str | None = None) -> bytes:
     """The kubeconfig of `identity` (for a per-node identity such as kubelet, of `node`)."""
     rule = _rule(identity)
     if rule.per_node:
@@ -67,7 +70,7 @@ def kubeconfig(cluster: Cluster, materials, identity: str, node: str | None = No
     })
 
 
-def iter_kubeconfigs(cluster: Cluster, materials) -> Iterator[tuple[str, bytes]]:
+def iter_kubeconfigs(cluster: Cluster, materials: Materials) -> Iterator[tuple[str, bytes]]:
     """(file name, bytes) of every kubeconfig of the cluster: cluster-wide ones, then one per worker."""
     for identity, rule in layout().kubeconfigs.items():
         if rule.per_node:

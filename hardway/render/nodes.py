@@ -11,19 +11,22 @@ import base64
 import posixpath
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator
+from typing import Iterator, TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from .. import pki
 from ..errors import HardwayError
-from ..plan import WORKSTATION, NodePlan, PlannedDir, PlannedFile
+from ..names import first_names, is_ip
+from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile
 from ..spec import ROLES, Cluster, Node
-from ..spec import is_ip as _is_ip
 from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
 from .templates import render_template
+
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
 
 
 def _subject(pem: bytes, oid) -> list[str]:
@@ -61,7 +64,7 @@ class _Shared:
         c = self.cluster
         lines = [" ".join([str(n.address), *([n.fqdn] if n.fqdn else []), n.name]) for n in c.nodes]
         names = {h for n in c.nodes for h in n.hostnames}
-        if c.api_endpoint not in names and not _is_ip(c.api_endpoint):
+        if c.api_endpoint not in names and not is_ip(c.api_endpoint):
             # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
             target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
                       else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
@@ -187,12 +190,8 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
         routes: list[dict] = []
     else:
         routes = [r for r in shared.all_routes if r["node"] != node.name]
-    notes = {
-        "binaries": shared.binaries(binaries),
-        "packages": packages,
-        "routes": routes,
-        "hosts": list(shared.hosts_lines),
-    }
+    notes = NodeNotes(binaries=tuple(shared.binaries(binaries)), packages=tuple(packages), routes=tuple(routes),
+                      hosts=shared.hosts_lines)
     return NodePlan(
         node=name,
         roles=roles,
@@ -203,7 +202,7 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
     )
 
 
-def node_plan(cluster: Cluster, materials, node_name: str) -> NodePlan:
+def node_plan(cluster: Cluster, materials: Materials, node_name: str) -> NodePlan:
     """The file plan of one node, or of the operator's workstation (`WORKSTATION`)."""
     shared = _Shared(cluster, materials)
     if node_name == WORKSTATION:
@@ -211,12 +210,12 @@ def node_plan(cluster: Cluster, materials, node_name: str) -> NodePlan:
     try:
         node = cluster.node(node_name)
     except KeyError:
-        shown = ", ".join(n.name for n in cluster.nodes[:8]) + (", ..." if len(cluster.nodes) > 8 else "")
+        shown = first_names((n.name for n in cluster.nodes), 8, more=", ...")
         raise HardwayError(f"no node {node_name!r} in {cluster.name}; nodes: {shown} (or {WORKSTATION!r})") from None
     return _plan(shared, node)
 
 
-def iter_node_plans(cluster: Cluster, materials) -> Iterator[NodePlan]:
+def iter_node_plans(cluster: Cluster, materials: Materials) -> Iterator[NodePlan]:
     """Every node's plan in spec order, then the workstation's; one at a time."""
     shared = _Shared(cluster, materials)
     for node in cluster.nodes:

@@ -7,39 +7,26 @@ as it was.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Callable
 
 from ..errors import HardwayError
-from ..plan import NodePlan
+from ..fsutil import atomic_write
+from ..plan import NodeNotes, NodePlan
+from ..progress import Progress, silent
 from ..spec import Cluster
 from .kubeconfigs import iter_kubeconfigs
 from .nodes import iter_node_plans
 
+if TYPE_CHECKING:
+    from ..pki.materials import Materials
+
 DIR_MODE = 0o700  # both trees hold private keys
 KUBECONFIG_MODE = 0o600
-
-
-def _write_file(path: Path, data: bytes, mode: int, durable: bool) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # exact, whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
@@ -51,7 +38,7 @@ def write_if_changed(path: Path, data: bytes, mode: int) -> bool:
             return False
     except FileNotFoundError:
         pass
-    _write_file(path, data, mode, durable=True)
+    atomic_write(path, data, mode)
     return True
 
 
@@ -60,8 +47,8 @@ def _make_dir(path: Path, mode: int = DIR_MODE) -> None:
     os.chmod(path, mode)
 
 
-def write_kubeconfigs(cluster: Cluster, materials, directory: Path,
-                      advance: Callable[[int], None] = lambda n=1: None) -> tuple[list[str], list[str], list[str]]:
+def write_kubeconfigs(cluster: Cluster, materials: Materials, directory: Path, *,
+                      progress: Progress = silent) -> tuple[list[str], list[str], list[str]]:
     """Write every kubeconfig to `directory`; return (written, unchanged, removed) file names.
 
     A `.kubeconfig` file there that the cluster no longer has (a removed worker) is deleted."""
@@ -72,10 +59,11 @@ def write_kubeconfigs(cluster: Cluster, materials, directory: Path,
     except OSError as e:
         raise HardwayError(f"cannot create {directory}: {e.strerror}") from None
     written, unchanged, wanted = [], [], set()
-    for name, data in rendered:
-        wanted.add(name)
-        (written if write_if_changed(directory / name, data, KUBECONFIG_MODE) else unchanged).append(name)
-        advance(1)
+    with progress("writing kubeconfigs", len(rendered)) as advance:
+        for name, data in rendered:
+            wanted.add(name)
+            (written if write_if_changed(directory / name, data, KUBECONFIG_MODE) else unchanged).append(name)
+            advance(1)
     removed = sorted(p.name for p in directory.glob("*.kubeconfig") if p.name not in wanted)
     for name in removed:
         (directory / name).unlink()
@@ -91,14 +79,14 @@ def _write_plan(root: Path, plan: NodePlan) -> None:
         target = base / f.path.lstrip("/")
         if not target.parent.is_dir():
             target.parent.mkdir(parents=True, exist_ok=True)
-        _write_file(target, f.data, f.mode, durable=False)
+        atomic_write(target, f.data, f.mode, durable=False)  # a tree for review, swapped in whole
 
 
-def write_node_trees(cluster: Cluster, materials, directory: Path,
-                     advance: Callable[[int], None] = lambda n=1: None) -> list[NodePlan]:
+def write_node_trees(cluster: Cluster, materials: Materials, directory: Path, *,
+                     progress: Progress = silent) -> list[NodePlan]:
     """Write each node's plan as <directory>/<node>/<path on the node>, replacing the old trees.
 
-    Returns one summary per node (a NodePlan without files; notes["files"] is the file count), so
+    Returns one summary per node (a NodePlan without files; notes.file_count is the file count), so
     the rendered bytes of 1000 nodes are never held at once."""
     parent = directory.parent
     try:
@@ -109,11 +97,12 @@ def write_node_trees(cluster: Cluster, materials, directory: Path,
     summaries = []
     try:
         _make_dir(fresh)
-        for plan in iter_node_plans(cluster, materials):
-            _write_plan(fresh, plan)
-            summaries.append(NodePlan(node=plan.node, roles=plan.roles, files=(), directories=plan.directories,
-                                      units=plan.units, notes={"files": len(plan.files)}))
-            advance(1)
+        with progress("rendering nodes", len(cluster.nodes) + 1) as advance:
+            for plan in iter_node_plans(cluster, materials):
+                _write_plan(fresh, plan)
+                summaries.append(NodePlan(node=plan.node, roles=plan.roles, files=(), directories=plan.directories,
+                                          units=plan.units, notes=NodeNotes(file_count=len(plan.files))))
+                advance(1)
         old = parent / f".{directory.name}.old-{secrets.token_hex(4)}"
         if directory.exists():
             os.replace(directory, old)

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import shlex
-import shutil
 from functools import lru_cache
-from pathlib import Path
 
-import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -25,12 +21,11 @@ from hardway.pki import generate_materials
 from hardway.plan import NodePlan
 from hardway.versions import SUPPORTED_MINORS, parse_version
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, need_tool
 EXAMPLES = ("kthw", "ha", "large")
 VERSIONS = {"1.35": "v1.35.4", "1.36": "v1.36.3", "1.37": "v1.37.2"}
 assert set(VERSIONS) == set(SUPPORTED_MINORS), "a supported minor has no test version"
 PKI = "/etc/kubernetes/pki"
-IN_CI = os.environ.get("CI") == "true"
 
 # A small IPv6 cluster: exercises the templates' IPv6 branches (brackets in URLs, ip6tables, ::/0).
 V6_SPEC = """
@@ -51,15 +46,7 @@ nodes:
 """
 
 
-def need(tool: str, how: str) -> str:
-    """The path of `tool`; skip (fail under CI=true) when it is missing, naming what provides it."""
-    path = shutil.which(tool)
-    if path:
-        return path
-    message = f"{tool} is not installed; `{how}` provides it"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+need = need_tool  # noqa: E305  (the name the render tests use)
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,95 @@
+"""What every task shares (hardway/tasks.py, hardway/lab/tasks.py): the task class, the
+configuration, and loading the spec.
+
+- `task` is Invoke's `@task` with `klass=HardwayTask`: a HardwayError, an unforeseen OSError or a
+  Ctrl-C becomes a message and an exit code, never a traceback; a body that returns a non-zero
+  int exits with it.
+- Shared defaults live in the collection's configuration (`DEFAULTS`, set with
+  `Collection.configure`). The `hardway` command reads it through `HardwayConfig` (prefix
+  `hardway`), so Invoke supplies, in its documented order: these defaults, `/etc/hardway.yaml`,
+  `~/.hardway.yaml`, `HARDWAY_SPEC` / `HARDWAY_OUT`, `hardway -f FILE`, then the task's flags.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import invoke
+from invoke import Config, Exit, Task
+from rich.markup import escape
+
+from . import resources, spec
+from .errors import HardwayError
+from .output import err_console
+
+SPEC_HELP = "cluster spec to read (default: ./cluster.yaml, else the built-in kthw example)"
+OUT_HELP = "output directory (default: ./out); the PKI store is <out>/pki"
+DEFAULT_SPEC = "cluster.yaml"
+DEFAULT_OUT = "out"
+DEFAULTS = {"spec": None, "out": DEFAULT_OUT}  # None: ./cluster.yaml if there is one, else the kthw example
+
+
+class HardwayConfig(Config):
+    """Invoke's configuration under the name `hardway`: HARDWAY_* variables, hardway.yaml files."""
+
+    prefix = "hardway"
+
+
+def _fail(e: HardwayError) -> Exit:
+    return Exit(f"error: {e}" if "\n" not in str(e) else f"error:\n{e}", code=e.exit_code)
+
+
+def run(fn, *args, **kwargs):
+    """Call a task body; a HardwayError becomes a message and a non-zero exit, never a traceback. So
+    does, as a last resort, a filesystem error no stage foresaw (a full disk, a read-only mount, EACCES)."""
+    try:
+        code = fn(*args, **kwargs)
+    except HardwayError as e:
+        raise _fail(e) from None
+    except BrokenPipeError:
+        raise  # the reader of our output left: the console command handles it quietly
+    except OSError as e:
+        where = e.filename2 or e.filename  # a rename names its target second
+        raise _fail(HardwayError(f"cannot write {where}: {e.strerror or e}" if where else
+                                 f"cannot write the output: {e.strerror or e}")) from None
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+    if code:
+        raise Exit(code=code)
+
+
+class HardwayTask(Task):
+    """A task whose body's expected failures end in a clean message and exit code (see `run`)."""
+
+    def __call__(self, *args, **kwargs):
+        return run(super().__call__, *args, **kwargs)
+
+
+def task(*args, **kwargs):
+    """`@task(help=...)` as Invoke's, with the HardwayTask class."""
+    return invoke.task(*args, klass=HardwayTask, **kwargs)
+
+
+def out_dir(c, out: str | None) -> Path:
+    """--out, else the configured default."""
+    return Path(out or c.config.get("out") or DEFAULT_OUT)
+
+
+def spec_path(c, spec_arg: str | None) -> Path:
+    """--spec, else the configured spec, else ./cluster.yaml, else the built-in kthw example (said on stderr)."""
+    spec_arg = spec_arg or c.config.get("spec")
+    if spec_arg:
+        return Path(spec_arg)
+    if Path(DEFAULT_SPEC).exists():
+        return Path(DEFAULT_SPEC)
+    builtin = resources.example_path("kthw")
+    err_console.print(f"[dim]no ./{DEFAULT_SPEC} here: using the built-in example kthw ({escape(str(builtin))})[/]")
+    return builtin
+
+
+def load(c, spec_arg: str | None) -> spec.Cluster:
+    """The spec, loaded and validated; its warnings on stderr."""
+    cluster = spec.load(spec_path(c, spec_arg))
+    for w in cluster.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(w)}")
+    return cluster
