@@ -220,11 +220,11 @@ def test_haproxy_maxconn_is_read_from_the_global_section_only():
 def test_lab_binaries_task_reports_the_cache_and_refuses_other_versions(tmp_path):
     import subprocess
     import sys
-    from hardway.binaries import BINARIES, pinned_version
+    from hardway.binaries import ALL_BINARIES as BINARIES, pinned_version
     version = pinned_version()
     cache = tmp_path / "cache"
-    (cache / version / "bin").mkdir(parents=True)
-    for name in BINARIES:  # already "built": the task must not call Go at all
+    (cache / version / "bin" / "cni").mkdir(parents=True)
+    for name in BINARIES:  # already "built" (workers' and CNI plugins too): the task must not call Go at all
         exe = cache / version / "bin" / name
         exe.write_text("#!/bin/sh\n")
         exe.chmod(0o755)

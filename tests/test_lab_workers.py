@@ -67,14 +67,36 @@ def test_kubelet_overlay_changes_only_what_this_machine_forces(kthw_worker_files
 def test_containerd_overlay_turns_off_the_systemd_cgroup_driver_and_nothing_else(kthw_worker_files):
     files, _ = kthw_worker_files
     path = "/etc/containerd/config.toml"
-    o = wk.containerd_overlay("node-0", path, files[path], systemd=False)
+    o = wk.containerd_overlay("node-0", path, files[path], systemd=False, lower_oom=True)
     before, after = files[path].splitlines(), o.content.splitlines()
     diff = [(a, b) for a, b in zip(before, after) if a != b]
     assert len(before) == len(after) and len(diff) == 1
     assert diff[0][0].strip() == "SystemdCgroup = true" and diff[0][1].strip() == "SystemdCgroup = false"
-    assert wk.containerd_overlay("node-0", path, files[path], systemd=True) is None
+    assert wk.containerd_overlay("node-0", path, files[path], systemd=True, lower_oom=True) is None
     with pytest.raises(LabError):
-        wk.containerd_overlay("node-0", path, "version = 3\n", systemd=False)
+        wk.containerd_overlay("node-0", path, "version = 3\n", systemd=False, lower_oom=True)
+
+
+def test_containerd_overlay_restricts_oom_scores_only_without_cap_sys_resource(kthw_worker_files):
+    tomllib = pytest.importorskip("tomllib")
+    files, _ = kthw_worker_files
+    path = "/etc/containerd/config.toml"
+    o = wk.containerd_overlay("node-0", path, files[path], systemd=True, lower_oom=False)
+    config = tomllib.loads(o.content)  # still valid TOML, the bundle's tables intact
+    runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["containerd"]["default_runtime_name"] == tomllib.loads(files[path])["plugins"][
+        "io.containerd.cri.v1.runtime"]["containerd"]["default_runtime_name"]
+    assert len(o.reasons) == 1 and "CAP_SYS_RESOURCE" in o.reasons[0]
+    both = wk.containerd_overlay("node-0", path, files[path], systemd=False, lower_oom=False)
+    assert len(both.reasons) == 2
+
+
+def test_capabilities_are_read_from_the_effective_set():
+    status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001fffeffffff\n"
+    assert not wk.has_capability(wk.CAP_SYS_RESOURCE, status)
+    assert wk.has_capability(21, status)  # CAP_SYS_ADMIN
+    assert wk.has_capability(wk.CAP_SYS_RESOURCE, "CapEff:\t000001ffffffffff\n")
 
 
 def test_kernel_setting_fakes_only_where_the_host_differs():

@@ -79,19 +79,20 @@ def down(c, out=None, lab_dir=None):
 
 @task(help={"version": "Kubernetes version to build (default: the one pinned in tools/k8s/go.mod)"})
 def binaries(c, version=None):
-    """Build the real Kubernetes and etcd binaries the lab runs (from Go modules; slow the first time)."""
+    """Build the real binaries the lab runs: Kubernetes, etcd, and the workers' containerd, runc, CNI plugins,
+    crictl, CoreDNS, pause and busybox (from pinned Go modules and Debian packages; slow the first time)."""
     from .. import binaries as b
     from ..errors import HardwayError
     from ..output import console, err_console, progress
 
     try:
         v = version or b.pinned_version()
-        todo = [n for n in b.BINARIES if not (b.cache_dir(v) / n).exists()]
+        todo = [n for n in b.ALL_BINARIES if not (b.cache_dir(v) / n).exists()]
         with progress(f"building {v}", len(todo)) as advance:
             def report(name, index, total):
                 advance()
                 err_console.print(f"[{index}/{total}] building {name} {v} ...", markup=False)
-            paths = b.build(v, progress=report)
+            paths = b.build(v, only=b.ALL_BINARIES, progress=report)
     except b.BuildError as e:
         raise HardwayError(str(e)) from None
     for name, path in paths.items():
