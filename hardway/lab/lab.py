@@ -517,12 +517,13 @@ def _import_images(lab: Lab, cluster: Cluster, say: Say) -> None:
 def _worker_probes(lab: Lab, cluster: Cluster) -> list[Probe]:
     kubectl = str(lab.bin_dir / "kubectl")
     kc = str(lab.workstation / "admin.kubeconfig")
+    home = (("HOME", str(lab.labdir / ".home")),)  # kubectl's discovery cache stays in the lab
     probes = [Probe(WORKSTATION, f"node {n.name} Ready", "", argv=(
         kubectl, f"--kubeconfig={kc}", "--request-timeout=5s", "get", "node", n.name, "-o",
-        'jsonpath={.status.conditions[?(@.type=="Ready")].status}'), expect="True") for n in cluster.workers]
+        'jsonpath={.status.conditions[?(@.type=="Ready")].status}'), expect="True", env=home) for n in cluster.workers]
     probes.append(Probe(WORKSTATION, "CoreDNS Available", "", argv=(
         kubectl, f"--kubeconfig={kc}", "--request-timeout=5s", "-n", "kube-system", "get", "deployment", "coredns",
-        "-o", 'jsonpath={.status.conditions[?(@.type=="Available")].status}'), expect="True"))
+        "-o", 'jsonpath={.status.conditions[?(@.type=="Available")].status}'), expect="True", env=home))
     return probes
 
 
