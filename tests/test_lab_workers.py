@@ -130,3 +130,14 @@ def test_image_references_come_from_the_rendered_files(kthw_worker_files):
     assert wk.manifest_images(manifest) == ["registry.k8s.io/coredns/coredns:v1.2.3", "example.org/x:1"]
     with pytest.raises(LabError):
         wk.pause_ref("version = 3\n")
+
+
+def test_kernel_features_are_recognised_built_in_or_loaded(kthw_worker_files):
+    files, _ = kthw_worker_files
+    modules = wk.parse_modules_conf(files["/etc/modules-load.d/kubernetes.conf"])
+    assert modules == ["overlay", "br_netfilter"]
+    assert wk.kernel_has("overlay", "nodev\ttmpfs\nnodev\toverlay\n")
+    assert not wk.kernel_has("overlay", "nodev\ttmpfs\nnodev\toverlayfs-not\n")
+    assert wk.kernel_has("br_netfilter", exists=lambda p: p == "/proc/sys/net/bridge/bridge-nf-call-iptables")
+    assert not wk.kernel_has("br_netfilter", exists=lambda p: False)
+    assert wk.kernel_has("veth", exists=lambda p: p == "/sys/module/veth")

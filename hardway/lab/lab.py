@@ -435,6 +435,14 @@ def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
     """Before any unit starts: each worker's cgroup root, namespace holder, the bundle's sysctls and
     CNI plugins; every node's pod routes, from the same plan notes INSTALL.md and routes.sh use."""
     mounts = wk.host_cgroup_mounts()
+    modules = sorted({m for n in cluster.workers for conf in (lab.root(n.name) / "etc/modules-load.d").glob("*.conf")
+                      for m in wk.parse_modules_conf(conf.read_text())})
+    absent = [m for m in modules if not wk.kernel_has(m)]
+    if absent:
+        raise LabError(f"the workers' bundles ask for the kernel modules {', '.join(absent)}, which this kernel "
+                       f"does not offer; load them on this machine (`modprobe {' '.join(absent)}`) and run lab.up again")
+    if modules:
+        say(f"kernel: {', '.join(modules)} present, as the workers' /etc/modules-load.d asks (the lab loads none)")
     plugins = {p.name: p for p in sorted((lab.bin_dir / "cni").iterdir())} if cluster.workers else {}
     for node in (n.name for n in cluster.workers):
         root = _cgroup_root(lab, node)

@@ -181,6 +181,22 @@ def kernel_setting_fakes(read=lambda key: Path("/proc/sys", key).read_text().str
     return fakes
 
 
+def parse_modules_conf(text: str) -> list[str]:
+    """Module names of a modules-load.d file."""
+    return [line.split()[0] for line in text.splitlines() if line.strip() and line.strip()[0] not in "#;"]
+
+
+def kernel_has(module: str, filesystems: str | None = None, exists=os.path.exists) -> bool:
+    """Whether the running kernel offers what `module` provides, built in or loaded: the lab never
+    loads a module itself (that would change the host)."""
+    if module == "overlay":
+        text = filesystems if filesystems is not None else Path("/proc/filesystems").read_text()
+        return any(line.split()[-1:] == ["overlay"] for line in text.splitlines())
+    if module == "br_netfilter":  # built in, it has no /sys/module entry; its sysctls tell
+        return exists("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    return exists(f"/sys/module/{module}")
+
+
 def parse_sysctl_conf(text: str) -> list[tuple[str, str]]:
     """`key = value` lines of a sysctl.d file, in order."""
     settings = []
