@@ -156,7 +156,9 @@ def host_state(prefix: str, labdir: Path) -> dict[str, list[str]]:
             return []
     rules = [l for l in lines(["iptables-save"]) + lines(["ip6tables-save"]) if l.startswith("-A")]
     links = [l.split(":")[1].strip() for l in lines(["ip", "-o", "link"]) if ":" in l]
-    mounts = [l.split()[4] for l in Path("/proc/self/mountinfo").read_text().splitlines()]
+    # Only this lab's: other labs (a concurrent test run) may come and go meanwhile.
+    mounts = [m for m in (l.split()[4] for l in Path("/proc/self/mountinfo").read_text().splitlines())
+              if prefix in m or m.startswith(str(labdir))]
     cgroups = [str(p) for p in Path("/sys/fs/cgroup").glob(f"*/{prefix}-*")]
     programs = []
     for proc in Path("/proc").glob("[0-9]*"):

@@ -39,12 +39,15 @@ from .units import ServiceUnit, UnitError, parse_unit
 from ..spec import is_ip as _is_ip
 from ..fsutil import atomic_write, extract_bundle
 
-# The order the lab starts components in, across nodes: the workstation README's order. Stage 4 has
-# no unit: the workstation applies its manifests with super-admin once the API answers; then the
-# workers (pod-nat's iptables and containerd, the lab imports the images, the kubelet and kube-proxy).
-STAGES = {"etcd": 0, "kube-apiserver": 1, "kube-controller-manager": 2, "kube-scheduler": 2, "haproxy": 3,
+# The order the lab starts components in, across nodes: the workstation README's bring-up order.
+# The load balancer first (its API probe is awaited once the controllers are up), then the
+# controllers: every etcd member (so a three-member cluster can reach quorum), the API servers, the
+# controller-managers and schedulers. Stage 4 has no unit: the workstation applies its manifests with
+# super-admin. Then the workers: pod-nat's iptables and containerd, the images (stage 6), the kubelet
+# and kube-proxy; last the pod routes (stage 8), and every Node Ready with CoreDNS Available.
+STAGES = {"haproxy": 0, "etcd": 1, "kube-apiserver": 2, "kube-controller-manager": 3, "kube-scheduler": 3,
           "iptables": 5, "ip6tables": 5, "containerd": 5, "kubelet": 7, "kube-proxy": 7}
-MANIFESTS_STAGE, IMAGES_STAGE, NODES_READY_STAGE = 4, 6, 8
+CONTROL_PLANE_STAGE, MANIFESTS_STAGE, IMAGES_STAGE, ROUTES_STAGE = 3, 4, 6, 8
 LAB_BINARIES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 WORKER_BINARIES = ("kubelet", "kube-proxy") + binaries_mod.WORKER_BINARIES
 HOLDER = "node-namespace"  # the process whose namespaces a worker's units share
@@ -291,7 +294,7 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         _write_hosts(lab, cluster, ws_plan, plans)
         _write_workstation_script(lab)
         _prepare_nodes(lab, cluster, plans, say)
-        _start(lab, cluster, services, timeout, say)
+        _start(lab, cluster, services, plans, timeout, say)
     except BaseException:
         say("failed: taking the lab down again")
         down(labdir)
@@ -433,7 +436,7 @@ def _worker_overlays(lab: Lab, cluster: Cluster, say: Say) -> list[wk.Overlay]:
 
 def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
     """Before any unit starts: each worker's cgroup root, namespace holder, the bundle's sysctls and
-    CNI plugins; every node's pod routes, from the same plan notes INSTALL.md and routes.sh use."""
+    CNI plugins."""
     mounts = wk.host_cgroup_mounts()
     modules = sorted({m for n in cluster.workers for conf in (lab.root(n.name) / "etc/modules-load.d").glob("*.conf")
                       for m in wk.parse_modules_conf(conf.read_text())})
@@ -468,6 +471,11 @@ def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
             (cni / name).unlink(missing_ok=True)
             (cni / name).symlink_to(path)
         say(f"{node}: namespace ready (cgroup root {root}, sysctls from its bundle, CNI plugins {', '.join(sorted(plugins))})")
+
+
+def _add_routes(lab: Lab, plans: dict, say: Say) -> None:
+    """The README's step after the workers: every node's pod routes, from the same plan notes that its
+    INSTALL.md and the workstation's routes.sh print (not derived again here)."""
     member = {m.node: m for m in lab.network.members}
     for node, plan in plans.items():
         for r in plan.notes.get("routes") or []:
@@ -627,14 +635,16 @@ def _fit_haproxy(lab: Lab, node: str, argv: list[str]) -> list[str]:
     return [argv[0], "-n", str(lowered), *argv[1:]]
 
 
-def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float, say: Say) -> None:
-    for stage in sorted({s.stage for s in services} | {MANIFESTS_STAGE, IMAGES_STAGE}):
+def _start(lab: Lab, cluster: Cluster, services: list[_Service], plans: dict, timeout: float, say: Say) -> None:
+    pending: list[tuple[int, Process, Probe]] = []  # (the stage after which to wait, process, probe)
+    for stage in sorted({s.stage for s in services} | {CONTROL_PLANE_STAGE, MANIFESTS_STAGE, IMAGES_STAGE, ROUTES_STAGE}):
         if stage == MANIFESTS_STAGE:
             _apply_manifests(lab, say)
         if stage == IMAGES_STAGE and cluster.workers:
             _import_images(lab, cluster, say)
+        if stage == ROUTES_STAGE:
+            _add_routes(lab, plans, say)
         batch = [s for s in services if s.stage == stage]
-        probes = []
         for s in batch:
             base = lab.labdir / s.node
             unit_stem = s.unit.name.removesuffix(".service")
@@ -674,14 +684,17 @@ def _start(lab: Lab, cluster: Cluster, services: list[_Service], timeout: float,
                                log, base / "run" / f"{unit_stem}.pid", s.stage)
             lab.processes.append(proc)
             lab.save()
-            if s.unit.binary == "haproxy":
+            if s.unit.binary == "haproxy":  # it answers once the API servers behind it do
                 ca = lab.workstation / "ca.crt"
-                probes.append((proc, loadbalancer_probe(WORKSTATION, str(ca), str(cluster.node(s.node).address), cluster.api_port)))
+                pending.append((max(stage, CONTROL_PLANE_STAGE), proc, loadbalancer_probe(
+                    WORKSTATION, str(ca), str(cluster.node(s.node).address), cluster.api_port)))
             else:
                 probe = probe_for(s.node, s.unit, host_path(lab.root(s.node))) or _worker_probe(lab, s)
                 if probe:
-                    probes.append((proc, probe))
-        for proc, probe in probes:
+                    pending.append((stage, proc, probe))
+        for item in [p for p in pending if p[0] <= stage]:
+            pending.remove(item)
+            _, proc, probe = item
             lab.probes.append(probe)
             lab.save()
             _wait_ready(lab, proc, probe, timeout, say)
