@@ -70,7 +70,7 @@ def test_each_row_reaches_the_rendered_files(minor):
             if path in p.paths:
                 doc = yaml_file(p, path)
                 assert (doc["apiVersion"], doc["kind"]) == (row["api"][api], kind)
-    got = {b["name"]: b for b in server.notes["binaries"] + worker.notes["binaries"]}
+    got = {b["name"]: b for b in server.notes.binaries + worker.notes.binaries}
     kube = str(c.version)
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"):
         assert got[name]["version"] == kube and kube in got[name]["url_hint"]
@@ -78,7 +78,7 @@ def test_each_row_reaches_the_rendered_files(minor):
     for name, key in (("etcd", "etcd"), ("etcdctl", "etcd"), ("containerd", "containerd"), ("runc", "runc"),
                       ("cni-plugins", "cni_plugins"), ("crictl", "crictl")):
         assert got[name]["version"] == f"v{row[key]}" and row[key] in got[name]["url_hint"], name
-    assert set(worker.notes["packages"]) >= {"socat", "conntrack", "ipset", "kmod", *row["kube_proxy"]["packages"]}
+    assert set(worker.notes.packages) >= {"socat", "conntrack", "ipset", "kmod", *row["kube_proxy"]["packages"]}
     assert exec_start(text(worker, "/etc/systemd/system/containerd.service"))[0] == got["containerd"]["path"]
 
 
