@@ -31,6 +31,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fsutil import dead_temp_files, process_gone, temp_path
+
 __all__ = [
     "ALL_BINARIES",
     "BINARIES",
@@ -591,9 +593,9 @@ def build(
             target.parent.mkdir(exist_ok=True)
         except OSError as exc:
             raise BuildError(f"cannot create {target.parent}: {exc}") from exc
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+        tmp = temp_path(target)
         try:
-            _remove_stale_temporaries(target.parent, target.name)
+            _remove_stale_temporaries(target)
             if name in PACKAGES:
                 if not kube_ldflags:
                     kube_ldflags = _ldflags(version, _build_date(go, _go_env()))
@@ -626,13 +628,13 @@ def build(
     return {n: result[n] for n in names}
 
 
-def _remove_stale_temporaries(directory: Path, name: str) -> None:
-    """A build killed between writing and renaming leaves ``.<name>.tmp-<pid>``;
-    remove those whose process is gone (a live one may be another build's)."""
-    for leftover in directory.glob(f".{name}.tmp-*"):
-        pid = leftover.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
-            leftover.unlink(missing_ok=True)
+def _remove_stale_temporaries(target: Path) -> None:
+    """A build killed between writing and renaming leaves a temp file beside `target`; remove those
+    whose process is gone (a live one may be another build's). `.<name>.tmp-<pid>` is the name
+    hardway used before fsutil's."""
+    legacy = [p for p in target.parent.glob(f".{target.name}.tmp-*") if process_gone(p.name.rpartition("-")[2])]
+    for leftover in dead_temp_files(target) + legacy:
+        leftover.unlink(missing_ok=True)
 
 
 def _expand(only: Iterable[str]) -> list[str]:

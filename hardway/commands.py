@@ -53,7 +53,7 @@ def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[
     return 0
 
 
-def _print_pki_step(result, out: Path) -> None:
+def print_pki_step(result, out: Path) -> None:
     """The PKI step of the rendering tasks: its notes, and a summary line when it changed something."""
     from .pki import KEEP
     from .pki.report import summary_line
@@ -69,7 +69,7 @@ def _print_lines(lines: list[str]) -> None:
 
 
 def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
-    done = pipeline.kubeconfigs(cluster, out, progress=progress, on_pki=lambda r: _print_pki_step(r, out))
+    done = pipeline.kubeconfigs(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out))
     target, written = done.directory, done.written
     for name in written[:20]:
         console.print(f"wrote {target / name}")
@@ -82,7 +82,7 @@ def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
 
 
 def run_units(cluster: Cluster, out: Path) -> int:
-    trees = pipeline.units(cluster, out, progress=progress, on_pki=lambda r: _print_pki_step(r, out))
+    trees = pipeline.units(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out))
     plans = trees.plans
     shown = plans if len(plans) <= 30 else plans[:10] + plans[-1:]
     for p in shown:
@@ -94,10 +94,14 @@ def run_units(cluster: Cluster, out: Path) -> int:
     return 0
 
 
-def run_bundle(cluster: Cluster, out: Path) -> int:
+def print_bundle_run(run) -> None:
+    """The bundle step: one line per created or updated bundle, then the counts."""
     from .bundle.report import run_lines
-    run = pipeline.bundle(cluster, out, progress=progress, on_pki=lambda r: _print_pki_step(r, out))
     _print_lines(run_lines(run))
+
+
+def run_bundle(cluster: Cluster, out: Path) -> int:
+    print_bundle_run(pipeline.bundle(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out)))
     return 0
 
 

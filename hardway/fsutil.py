@@ -8,6 +8,7 @@ Errors name the file the user knows, never its temp file.
 
 from __future__ import annotations
 
+import glob
 import os
 import secrets
 from contextlib import contextmanager
@@ -19,8 +20,22 @@ TEMP_SUFFIX = ".tmp"
 
 
 def temp_path(path: Path) -> Path:
-    """A fresh, unique temp name beside `path` (two runs never share one)."""
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    """A fresh, unique temp name beside `path` (two runs never share one). It names the writing
+    process, so a later run can tell a killed run's leftover from a live run's file (`dead_temp_files`)."""
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def process_gone(pid: str) -> bool:
+    """Whether `pid` (text from a temp name) is a process that no longer runs here."""
+    return pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists()
+
+
+def dead_temp_files(path: Path) -> list[Path]:
+    """`temp_path`s of `path` whose process is gone: safe to remove without a lock, unlike a live
+    run's (two builds of one cache may run at once)."""
+    start, end = len(TEMP_PREFIX) + len(path.name) + 1, -len(TEMP_SUFFIX)
+    return sorted(p for p in path.parent.glob(f"{TEMP_PREFIX}{glob.escape(path.name)}.*{TEMP_SUFFIX}")
+                  if process_gone(p.name[start:end].partition("-")[0]))
 
 
 def is_temp_name(name: str) -> bool:

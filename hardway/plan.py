@@ -46,16 +46,6 @@ class NodeNotes:
     hosts: tuple[str, ...] = ()  # /etc/hosts lines
     file_count: int | None = None  # set in summaries whose files were dropped (hardway units)
 
-    # The mapping it replaces is still read as notes["routes"] / notes.get("hosts") in places.
-    def __getitem__(self, key: str):
-        try:
-            return getattr(self, key)
-        except AttributeError:
-            raise KeyError(key) from None
-
-    def get(self, key: str, default=None):
-        return getattr(self, key, default)
-
 
 @dataclass(frozen=True)
 class NodePlan:

@@ -14,16 +14,17 @@ import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .durations import parse_duration
 from .errors import SpecError
 from .names import (LABEL_RULE, SUBDOMAIN_RULE, IPAddress, IPNetwork, is_dns_label, is_dns_name, is_ip,  # noqa: F401
                     host_port, not_a_label, parse_address, parse_host, parse_network, url_host)
 from .versions import DEFAULT_VERSION, SUPPORTED_MINORS, KubernetesVersion, parse_version
+from .yamlshape import Scan, Strict, kind, parse_yaml, validate, yaml_syntax_problem
+from .yamlshape import path as field_path
 
 ROLES = ("controller", "worker", "loadbalancer")
 WORKSTATION = "workstation"  # the operator's bundle; not a node name
@@ -44,11 +45,7 @@ MAX_SERVICE_HOST_BITS = 20
 
 # ---------------------------------------------------------------- shape (pydantic) --------------
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class NetworkSpec(_Model):
+class NetworkSpec(Strict):
     podCIDR: str = "10.200.0.0/16"
     nodePodCIDRSize: int | None = None  # 24 for IPv4, 64 for IPv6
     serviceCIDR: str = "10.32.0.0/24"
@@ -56,23 +53,23 @@ class NetworkSpec(_Model):
     clusterDNS: str | None = None
 
 
-class ApiServerSpec(_Model):
+class ApiServerSpec(Strict):
     endpoint: str | None = None
     port: int = 6443
     extraSANs: list[str] = []
 
 
-class PkiSpec(_Model):
+class PkiSpec(Strict):
     keyAlgorithm: str = "RSA-2048"
     caValidity: str = "10y"
     certValidity: str = "1y"
 
 
-class EncryptionSpec(_Model):
+class EncryptionSpec(Strict):
     provider: str = "secretbox"
 
 
-class NodeSpec(_Model):
+class NodeSpec(Strict):
     name: str
     address: str
     roles: list[str]
@@ -80,7 +77,7 @@ class NodeSpec(_Model):
     podCIDR: str | None = None
 
 
-class ClusterSpec(_Model):
+class ClusterSpec(Strict):
     name: str
     kubernetesVersion: str = DEFAULT_VERSION
     network: NetworkSpec = NetworkSpec()
@@ -205,22 +202,17 @@ def load(path: str | Path) -> Cluster:
 
 def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     try:
-        tree, data = _parse_yaml(text)
+        tree, data = parse_yaml(text)
     except yaml.MarkedYAMLError as e:
-        raise SpecError(source, [_yaml_syntax_problem(e)]) from None
+        raise SpecError(source, [yaml_syntax_problem(e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(source, [f"YAML error: {e}"]) from None
     if data is None:
         raise SpecError(source, ["the file is empty; it needs at least `name` and `nodes` (`hardway init` writes a starter file)"])
     if not isinstance(data, dict):
-        raise SpecError(source, [f"the file must be a mapping of keys (name, nodes, ...), not {_kind(data)}"])
-    scan = _Scan(tree)
-    problems = [f"line {line}: {_path(loc)}: duplicate key; the first is on line {first}, and YAML would silently keep only the last; remove one"
-                for loc, first, line in scan.duplicates]
-    try:
-        spec = ClusterSpec.model_validate(data)
-    except ValidationError as e:
-        problems += [scan.at(loc) + msg for loc, msg in _shape_problems(e, scan.raw)]
+        raise SpecError(source, [f"the file must be a mapping of keys (name, nodes, ...), not {kind(data)}"])
+    scan = Scan(tree)
+    spec, problems = validate(ClusterSpec, data, scan, required=_required, examples=_STRING_EXAMPLES, special=_special)
     if problems:
         raise SpecError(source, problems)
     sink: list[tuple[tuple, str]] = []
@@ -228,110 +220,6 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     if sink:
         raise SpecError(source, [scan.at(loc) + msg for loc, msg in sink])
     return cluster
-
-
-def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
-    """The node tree (for line numbers) and the data built from it, in one pass of the parser
-    (libyaml's when available: the 1000-worker example parses in a tenth of the time)."""
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-    try:
-        tree = loader.get_single_node()
-        return tree, (loader.construct_document(tree) if tree is not None else None)
-    finally:
-        loader.dispose()
-
-
-def _yaml_syntax_problem(e: yaml.MarkedYAMLError) -> str:
-    mark = e.problem_mark or e.context_mark
-    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    problem = e.problem or "cannot parse it"
-    context = ""
-    if e.context and "single document" in e.context:
-        problem, context = "a second YAML document ('---'); a cluster spec is one document", ""
-    elif e.context:
-        context = f" ({e.context}"
-        if e.context_mark and e.problem_mark and e.context_mark.line != e.problem_mark.line:
-            context += f" that starts on line {e.context_mark.line + 1}, column {e.context_mark.column + 1}"
-        context += ")"
-    return f"{where}YAML syntax error: {problem}{context}"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__}"  # dates and timestamps
-
-
-class _Scan:
-    """What the parsed data forgets: the line of each field, the text as written, duplicate keys."""
-
-    def __init__(self, tree: yaml.Node | None):
-        self.lines: dict[tuple, int] = {}
-        self.raw: dict[tuple, str] = {}
-        self.duplicates: list[tuple[tuple, int, int]] = []
-        self._walk(tree, (), set())
-
-    def _walk(self, node: yaml.Node | None, path: tuple, seen: set[int]) -> None:
-        if node is None or id(node) in seen:  # an alias may point back at its parent
-            return
-        seen = seen | {id(node)}
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.ScalarNode):
-            self.raw[path] = node.value
-        elif isinstance(node, yaml.MappingNode):
-            first: dict[str, int] = {}
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode):
-                    continue
-                sub = path + (key.value,)
-                line = key.start_mark.line + 1
-                if key.value in first:
-                    self.duplicates.append((sub, first[key.value], line))
-                    continue
-                first[key.value] = line
-                self._walk(value, sub, seen)
-                self.lines[sub] = line
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self._walk(item, path + (i,), seen)
-
-    def at(self, loc: tuple) -> str:
-        """'line N: ' of the field, or of the nearest enclosing one that is in the file."""
-        loc = tuple(loc)
-        while loc and loc not in self.lines:
-            loc = loc[:-1]
-        return f"line {self.lines[loc]}: " if loc else ""
-
-
-def _path(loc: Iterable) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "the top level of the file"
-
-
-def _fields_of(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The valid keys at the mapping that holds `loc`'s last part."""
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field_info = model.model_fields.get(part)
-        annotation = field_info.annotation if field_info else None
-        args = getattr(annotation, "__args__", ()) or (annotation,)
-        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            return []
-    return list(model.model_fields)
 
 
 def _required(loc: tuple) -> str:
@@ -349,59 +237,11 @@ def _required(loc: tuple) -> str:
 _STRING_EXAMPLES = {"caValidity": "10y", "certValidity": "1y", "keyAlgorithm": "ECDSA-P256", "provider": "secretbox"}
 
 
-def _got(loc: tuple, value: Any, raw: dict[tuple, str]) -> str:
-    """The bad value as the user wrote it, and what YAML made of it when that is the surprise."""
-    if isinstance(value, (dict, list)) or value is None:
-        return _kind(value)
-    text = raw.get(loc)
-    if isinstance(value, str) or text is None:
-        shown = repr(value)
-        return shown if len(shown) <= 80 else shown[:77] + "..."
-    return f"{text}, which YAML reads as {_kind(value)}"
-
-
-def _shape_problems(error: ValidationError, raw: dict[tuple, str]) -> Iterator[tuple[tuple, str]]:
-    for e in error.errors():
-        loc = tuple(e["loc"])
-        kind = e["type"]
-        value = e.get("input")
-        key = str(loc[-1]) if loc else ""
-        path = _path(loc)
-        got = _got(loc, value, raw)
-        if kind == "extra_forbidden":
-            valid = _fields_of(ClusterSpec, loc)
-            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-            hint = f"did you mean '{close[0]}'? " if close else ""
-            yield loc, f"{path}: unknown key '{key}'; {hint}allowed here: {', '.join(valid)}"
-        elif kind == "missing":
-            yield loc, f"{path}: missing, and required{_required(loc)}"
-        elif loc == ("kubernetesVersion",) and kind == "string_type" and isinstance(value, (int, float)):
-            yield loc, (f"{path}: got {got}; write the full release version, e.g. kubernetesVersion: {DEFAULT_VERSION} "
-                        f"(supported minors: {', '.join(SUPPORTED_MINORS)})")
-        elif value is None and kind in ("string_type", "int_type", "list_type", "model_type", "dict_type"):
-            what = {"string_type": "a string", "int_type": "a whole number", "list_type": "a list"}.get(kind)
-            what = what or f"a mapping with the keys {', '.join(_fields_of(ClusterSpec, loc + ('x',)))}"
-            yield loc, f"{path}: is empty; it must be {what}{_required(loc)}"
-        elif kind == "invalid_key":
-            valid = _fields_of(ClusterSpec, loc)
-            yield loc[:-1], f"{_path(loc[:-1])}: unknown key {raw.get(loc, key)}; allowed here: {', '.join(valid)}"
-        elif kind in ("model_type", "dict_type"):
-            yield loc, f"{path}: must be a mapping with the keys {', '.join(_fields_of(ClusterSpec, loc + ('x',)))}; got {got}"
-        elif kind == "list_type":
-            hint = f"; write {key}: [{raw[loc]}]" if isinstance(value, str) and loc in raw else ""
-            yield loc, f"{path}: must be a list, got {got}{hint}"
-        elif kind == "string_type":
-            hint = ""
-            if key in _STRING_EXAMPLES:  # quoting would not help: the value needs a unit or a name
-                hint = f"; e.g. {key}: {_STRING_EXAMPLES[key]}"
-            elif loc in raw:
-                hint = f'; quote it: "{raw[loc]}"' if isinstance(loc[-1], int) else f'; quote it: {key}: "{raw[loc]}"'
-            yield loc, f"{path}: must be a string, got {got}{hint}"
-        elif kind in ("int_type", "int_parsing", "int_from_float"):
-            hint = "; remove the quotes" if isinstance(value, str) and value.strip().isdigit() else ""
-            yield loc, f"{path}: must be a whole number, got {got}{hint}"
-        else:
-            yield loc, f"{path}: {e['msg']}, got {got}"
+def _special(loc: tuple, kind: str, value: Any, got: str) -> str | None:
+    if loc == ("kubernetesVersion",) and kind == "string_type" and isinstance(value, (int, float)):
+        return (f"got {got}; write the full release version, e.g. kubernetesVersion: {DEFAULT_VERSION} "
+                f"(supported minors: {', '.join(SUPPORTED_MINORS)})")
+    return None
 
 
 # ---------------------------------------------------------------- meaning -----------------------
@@ -413,7 +253,7 @@ class _Problems:
         self.sink = sink
 
     def add(self, loc: tuple, message: str) -> None:
-        self.sink.append((loc, f"{_path(loc)}: {message}"))
+        self.sink.append((loc, f"{field_path(loc)}: {message}"))
 
     def parse(self, loc: tuple, fn, value):
         try:

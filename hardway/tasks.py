@@ -18,13 +18,12 @@ from .errors import HardwayError
 from .lab.tasks import collection as lab_collection
 from .output import console
 from .pipeline import BUNDLES, KUBECONFIGS, NODES, PKI
-from .tasklib import DEFAULT_SPEC, DEFAULTS, OUT_HELP, SPEC_HELP, load, out_dir, run, task
+from .tasklib import DEFAULT_SPEC, DEFAULTS, OUT_HELP, SPEC_HELP, load, out_dir, task
 
 # What the stages write under <out>; `clean` removes these and nothing else, so a mistaken
 # `--out .` cannot take the user's own files with it. The PKI store is removed only on request.
 GENERATED = (BUNDLES, KUBECONFIGS, NODES)
 PKI_STORE = PKI
-_run = run  # the error mapping, for callers outside a task (tests)
 
 
 def _example_names() -> list[str]:

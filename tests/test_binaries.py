@@ -26,8 +26,9 @@ from hardway import binaries
 from hardway.binaries import (ALL_BINARIES, BINARIES, CNI_PLUGINS, WORKER_BINARIES, BuildError, build, cache_dir,
                               cni_dir, find_binaries, find_cni_plugins, find_worker_binaries, module_dir_hash,
                               pinned_version, worker_pins)
+from hardway.fsutil import is_temp_name
+from helpers import IN_CI, REPO, missing
 
-REPO = Path(__file__).resolve().parent.parent
 VERSION = pinned_version()
 BUILD_COMMAND = "python -m hardway.binaries"
 WORKER_BUILD_COMMAND = "python -m hardway.binaries --only worker"
@@ -57,12 +58,9 @@ def _make_exe(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
 def built() -> dict[str, Path]:
     """The binaries of the pinned version in the build cache; built under CI=true."""
     bin_dir = cache_dir(VERSION)
-    missing = [n for n in BINARIES if not os.access(bin_dir / n, os.X_OK)]
-    if missing and os.environ.get("CI") != "true":
-        pytest.skip(
-            f"{', '.join(missing)} not built in {bin_dir}; build them with `{BUILD_COMMAND}` "
-            "(about 18 minutes cold, see docs/binaries.md)"
-        )
+    absent = [n for n in BINARIES if not os.access(bin_dir / n, os.X_OK)]
+    if absent and not IN_CI:
+        missing(f"{', '.join(absent)} not built in {bin_dir}", f"{BUILD_COMMAND}  (about 18 minutes cold, see docs/binaries.md)")
 
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index}/{total}] building {name} {VERSION}", file=sys.stderr, flush=True)
@@ -143,12 +141,10 @@ def _module(path: str):
 def worker_built() -> dict[str, Path]:
     """The worker's binaries of the pinned version in the build cache; built under CI=true."""
     bin_dir = cache_dir(VERSION)
-    missing = [n for n in WORKER_NAMES if not os.access(bin_dir / n, os.X_OK)]
-    if missing and os.environ.get("CI") != "true":
-        pytest.skip(
-            f"{', '.join(missing)} not built in {bin_dir}; build them with `{WORKER_BUILD_COMMAND}` "
-            "(needs libseccomp-dev, pkg-config, gcc and busybox-static; see docs/binaries.md)"
-        )
+    absent = [n for n in WORKER_NAMES if not os.access(bin_dir / n, os.X_OK)]
+    if absent and not IN_CI:
+        missing(f"{', '.join(absent)} not built in {bin_dir}",
+                f"{WORKER_BUILD_COMMAND}  (needs libseccomp-dev, pkg-config, gcc and busybox-static; see docs/binaries.md)")
 
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index}/{total}] building {name}", file=sys.stderr, flush=True)
@@ -596,7 +592,7 @@ def test_worker_build_runs_go_inside_the_module_with_its_flags(fake_go, fake_mod
         assert call["CGO_ENABLED"] == "0" and call["GOFLAGS"] == "" and call["GOTOOLCHAIN"] == "local"
         assert {"-mod=readonly", "-trimpath", "-buildvcs=false"} <= set(args)
         out = Path(args[args.index("-o") + 1])
-        assert out.name.startswith(".") and ".tmp-" in out.name
+        assert is_temp_name(out.name)
     crictl = builds["./cmd/crictl"]["args"]
     m = _module("sigs.k8s.io/cri-tools")
     assert f"-X sigs.k8s.io/cri-tools/pkg/version.Version={m.version}" in crictl[crictl.index("-ldflags") + 1]
@@ -691,11 +687,12 @@ def test_cli_rejects_unknown_names(empty_cache) -> None:
 
 def test_stale_temporaries_of_killed_builds_are_removed(fake_go) -> None:
     cache_dir(VERSION).mkdir(parents=True)
-    dead = cache_dir(VERSION) / ".kubectl.tmp-999999999"  # above any pid_max: no such process
-    alive = cache_dir(VERSION) / f".kubectl.tmp-{os.getppid()}"  # a live build's: left alone
-    other = cache_dir(VERSION) / ".etcd.tmp-999999999"  # not the binary being built now
-    for leftover in (dead, alive, other):
+    dead = cache_dir(VERSION) / ".hardway-kubectl.999999999-0a1b2c3d.tmp"  # above any pid_max: no such process
+    alive = cache_dir(VERSION) / f".hardway-kubectl.{os.getppid()}-0a1b2c3d.tmp"  # a live build's: left alone
+    other = cache_dir(VERSION) / ".hardway-etcd.999999999-0a1b2c3d.tmp"  # not the binary being built now
+    legacy = cache_dir(VERSION) / ".kubectl.tmp-999999999"  # the name before fsutil's
+    for leftover in (dead, alive, other, legacy):
         leftover.write_text("partial")
     build(VERSION, only=["kubectl"])
-    assert not dead.exists() and alive.exists() and other.exists()
+    assert not dead.exists() and not legacy.exists() and alive.exists() and other.exists()
     assert (cache_dir(VERSION) / "kubectl").is_file()

@@ -97,7 +97,7 @@ def test_install_sh_manifest_comes_from_the_plan(ha):
     entries = layout.parse_manifest(script)
     assert {(e.path, e.mode) for e in entries if e.kind == "f"} == {(f.path, f.mode) for f in plan.files}
     assert {(e.path, e.mode) for e in entries if e.kind == "d"} == {(d.path, d.mode) for d in plan.directories}
-    assert {e.path for e in entries if e.kind == "b"} == {b["path"] for b in plan.notes["binaries"]}
+    assert {e.path for e in entries if e.kind == "b"} == {b["path"] for b in plan.notes.binaries}
     assert f"UNITS='{' '.join(plan.units)}'" in script
 
 
@@ -116,7 +116,7 @@ def test_install_md_is_written_for_its_node(ha):
     assert "swapoff -a" in worker and "swapoff" not in ctrl
     assert "modprobe -a" in worker and "br_netfilter" in worker
     assert "wait --for=condition=Ready node/node-1" in worker
-    for b in plans["controller-0"].notes["binaries"]:
+    for b in plans["controller-0"].notes.binaries:
         assert f"`{b['name']}` | {b['version']} | `{b['path']}`" in ctrl
     # routes: every other worker's pod range via its address, none for itself
     for w in cluster.workers:
@@ -151,9 +151,9 @@ def test_arch_is_set_before_the_urls_use_it(example, tmp_path):
 def test_the_load_balancer_checks_haproxy_from_its_package(ha):
     cluster, _, materials, plans = ha
     lb = plans["lb"]
-    assert [(b["name"], b["path"], b.get("package")) for b in lb.notes["binaries"]] == \
+    assert [(b["name"], b["path"], b.get("package")) for b in lb.notes.binaries] == \
         [("haproxy", "/usr/sbin/haproxy", "haproxy")]
-    assert "haproxy" in lb.notes["packages"]
+    assert "haproxy" in lb.notes.packages
     members = {m.name: m.data.decode() for m in layout.members(cluster, lb) if not m.is_dir}
     assert "b 755 - /usr/sbin/haproxy" in members["lb/install.sh"]
     text = members["lb/INSTALL.md"]
@@ -349,14 +349,14 @@ def test_bundle_refuses_to_write_a_plan_that_breaks_least_privilege(ha_copy):
 def test_every_referenced_path_is_in_the_bundle(ha):
     cluster, _, _, plans = ha
     for plan in plans.values():
-        binaries = [b["path"] for b in plan.notes.get("binaries", [])]
+        binaries = [b["path"] for b in plan.notes.binaries]
         assert unresolved(list(plan.files), [d.path for d in plan.directories], binaries) == [], plan.node
 
 
 def test_a_missing_referenced_file_is_found(ha):
     cluster, _, _, plans = ha
     plan = plans["node-0"]
-    binaries = [b["path"] for b in plan.notes["binaries"]]
+    binaries = [b["path"] for b in plan.notes.binaries]
     dirs = [d.path for d in plan.directories]
     files = [f for f in plan.files if f.path != "/etc/kubernetes/kubelet-config.yaml"]
     missing = unresolved(files, dirs, binaries)

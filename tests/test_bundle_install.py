@@ -352,7 +352,7 @@ def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, pre
     folder = unpack(b, node, tmp_path / "bundle")
     # Fake binaries at the manifest's paths (a path ending in / is a directory of plugins).
     binaries = [x["path"] if not x["path"].endswith("/") else x["path"] + "plugin"
-                for x in plan.notes.get("binaries", [])]
+                for x in plan.notes.binaries]
     fake_binaries = " && ".join([f"mkdir -p {os.path.dirname(p)} && printf '#!/bin/sh\\n' > {p} && chmod 755 {p}"
                                  for p in binaries] or [":"])
     listing = " ".join(f.path for f in plan.files)

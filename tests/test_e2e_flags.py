@@ -15,7 +15,7 @@ import pytest
 
 from hardway import resources, spec
 from hardway.binaries import BINARIES
-from hardway.lab.testing import need_binaries
+from helpers import need_binaries
 from hardway.lab.units import parse_flags, parse_unit
 
 pytestmark = [pytest.mark.e2e]

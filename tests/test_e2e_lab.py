@@ -32,7 +32,7 @@ from hardway.lab import netns
 from hardway.lab.lab import find_lab_binaries
 from hardway.lab.netns import LabError
 from hardway.lab.probes import Probe
-from hardway.lab.testing import BUILD_COMMAND, missing, need_binaries, need_haproxy, need_namespaces
+from helpers import BUILD_COMMAND, missing, need_binaries, need_haproxy, need_namespaces
 from hardway.plan import WORKSTATION
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -286,7 +286,7 @@ def test_busybox_links_every_applet_the_real_binary_lists():
 # --- the real containerd --------------------------------------------------------------------------------
 
 def containerd_binaries() -> dict[str, Path]:
-    from hardway.lab.testing import BUILD_COMMAND, missing
+    from helpers import BUILD_COMMAND, missing
 
     version = binaries_mod.pinned_version()
     dirs = [Path(d) for d in [os.environ.get("HARDWAY_BIN_DIR")] if d] + [binaries_mod.cache_dir(version)]

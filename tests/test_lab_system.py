@@ -17,7 +17,7 @@ from hardway import resources, spec
 from hardway.lab import lab as labmod
 from hardway.lab import netns, procs
 from hardway.lab.sandbox import Sandbox
-from hardway.lab.testing import need_namespaces
+from helpers import need_namespaces
 from hardway.plan import WORKSTATION
 
 

@@ -6,8 +6,6 @@ used in real TLS handshakes. Expectations come from the spec's values, not from 
 from __future__ import annotations
 
 import ipaddress
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,8 +23,8 @@ from hardway import spec
 from hardway.pki import generate_materials, issue, node_files
 from hardway.pki.catalog import Identity
 from hardway.plan import WORKSTATION
+from helpers import REPO, need_tool
 
-REPO = Path(__file__).resolve().parent.parent
 SERVER, CLIENT = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 IP = ipaddress.ip_address
 
@@ -38,12 +36,7 @@ def load_example(name: str, **pki) -> spec.Cluster:
 
 
 def need_openssl() -> str:
-    found = shutil.which("openssl")
-    if not found:
-        if os.environ.get("CI") == "true":
-            pytest.fail("openssl CLI missing (CI=true): apt-get install -y openssl")
-        pytest.skip("openssl CLI missing: apt-get install -y openssl")
-    return found
+    return need_tool("openssl", "apt-get install -y openssl")
 
 
 # --- what the design says each certificate is (independent of the catalog file) -------------

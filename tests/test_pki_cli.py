@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
 
 
 def inv(*args: str, cwd: Path) -> subprocess.CompletedProcess:

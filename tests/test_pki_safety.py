@@ -33,8 +33,8 @@ from hardway.pki import (check_store, issue, load_materials, parse_import, plan_
 from hardway import fsutil
 from hardway.pki import store as store_module
 from hardway.render import node_plan
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 REENCRYPT_NOTE = ("encryption provider changed: secrets written before stay readable via the old provider; "
                   "re-encrypt with `kubectl get secrets -A -o json | kubectl replace -f -`, then run "
                   "`hardway pki --retire-old-encryption`")
@@ -431,7 +431,7 @@ def test_a_file_on_the_path_of_out_or_in_place_of_a_directory_is_a_clear_error(t
 
 def test_an_os_error_inside_a_stage_becomes_a_clean_message(tmp_path, monkeypatch):
     from hardway.commands import run_pki
-    from hardway.tasks import _run
+    from hardway.tasklib import run as _run
     cluster = cluster_of("kthw")
 
     def full(fd, mode):  # the first write of the store fails, as on a full disk (no file name in the error)

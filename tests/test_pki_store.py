@@ -28,9 +28,9 @@ from hardway.pki import (check_store, generate_materials, issue, load_materials,
                          reconcile, renew)
 from hardway import fsutil
 from hardway.pki import store as store_module
+from helpers import REPO
 from test_pki_certs import need_openssl  # one definition of the OpenSSL prerequisite
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 from make_large import large_spec  # noqa: E402
 

@@ -141,7 +141,7 @@ def test_every_file_a_node_references_is_in_its_plan(example, minor):
         missing = sorted(path for path in _referenced_paths(p) - HOST_FILES if path not in have)
         assert not missing, f"{p.node} references files it does not get: {missing}"
         # Every program a unit starts is either downloaded (INSTALL.md's binaries) or a system tool.
-        downloaded = {b["path"] for b in p.notes["binaries"]}
+        downloaded = {b["path"] for b in p.notes.binaries}
         for f in p.files:
             if f.path.startswith("/etc/systemd/system/"):
                 program = exec_start(f.data.decode())[0]
@@ -422,12 +422,12 @@ def test_routes_and_hosts(example, minor):
         if n.name not in plans:
             continue
         p = plans[n.name]
-        got = {r["node"]: (r["cidr"], r["via"]) for r in p.notes["routes"]}
+        got = {r["node"]: (r["cidr"], r["via"]) for r in p.notes.routes}
         if n.is_loadbalancer:
             assert got == {}
         else:
             assert got == {k: v for k, v in every.items() if k != n.name}
-        named = {(line.split()[0], name) for line in p.notes["hosts"] for name in line.split()[1:]}
+        named = {(line.split()[0], name) for line in p.notes.hosts for name in line.split()[1:]}
         for other in c.nodes:
             assert (str(other.address), other.name) in named
             assert other.fqdn is None or (str(other.address), other.fqdn) in named

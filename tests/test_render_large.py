@@ -39,11 +39,11 @@ def test_every_node_of_the_large_cluster():
             kubelet = cert(kubeconfig_parts(plan.file("/etc/kubernetes/kubelet.kubeconfig").data)["cert"])
             assert cn(kubelet) == f"system:node:{plan.node}"
             assert covers(cert(plan.file(f"{PKI}/kubelet-serving.crt").data), str(node.address))
-            assert len(plan.notes["routes"]) == len(c.workers) - 1
-            assert plan.node not in {r["node"] for r in plan.notes["routes"]}
+            assert len(plan.notes.routes) == len(c.workers) - 1
+            assert plan.node not in {r["node"] for r in plan.notes.routes}
         if node.is_controller:
             etcd_lists.add(unit_flags(plan, "etcd.service")["initial-cluster"])
-            assert len(plan.notes["routes"]) == len(c.workers)
+            assert len(plan.notes.routes) == len(c.workers)
     assert order == [n.name for n in c.nodes] + [WORKSTATION]
     assert len(etcd_lists) == 1
     assert proxy_cidrs == {str(c.pod_cidr)}

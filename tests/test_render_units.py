@@ -173,7 +173,7 @@ def test_routes_script_adds_every_other_workers_range(tmp_path, example, node):
     assert result.returncode == 0, result.stderr
     expected = [f"route replace {w.pod_cidr} via {w.address}" for w in c.workers if w.name != node]
     assert calls == expected
-    assert calls == [f"route replace {r['cidr']} via {r['via']}" for r in node_plan(c, materials(example), node).notes["routes"]]
+    assert calls == [f"route replace {r['cidr']} via {r['via']}" for r in node_plan(c, materials(example), node).notes.routes]
 
 
 @pytest.mark.parametrize("args,code", [((), 2), (("nope",), 1), (("lb",), 1)])

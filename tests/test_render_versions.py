@@ -70,7 +70,7 @@ def test_each_row_reaches_the_rendered_files(minor):
             if path in p.paths:
                 doc = yaml_file(p, path)
                 assert (doc["apiVersion"], doc["kind"]) == (row["api"][api], kind)
-    got = {b["name"]: b for b in server.notes["binaries"] + worker.notes["binaries"]}
+    got = {b["name"]: b for b in server.notes.binaries + worker.notes.binaries}
     kube = str(c.version)
     for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl"):
         assert got[name]["version"] == kube and kube in got[name]["url_hint"]
@@ -78,7 +78,7 @@ def test_each_row_reaches_the_rendered_files(minor):
     for name, key in (("etcd", "etcd"), ("etcdctl", "etcd"), ("containerd", "containerd"), ("runc", "runc"),
                       ("cni-plugins", "cni_plugins"), ("crictl", "crictl")):
         assert got[name]["version"] == f"v{row[key]}" and row[key] in got[name]["url_hint"], name
-    assert set(worker.notes["packages"]) >= {"socat", "conntrack", "ipset", "kmod", *row["kube_proxy"]["packages"]}
+    assert set(worker.notes.packages) >= {"socat", "conntrack", "ipset", "kmod", *row["kube_proxy"]["packages"]}
     assert exec_start(text(worker, "/etc/systemd/system/containerd.service"))[0] == got["containerd"]["path"]
 
 
@@ -93,12 +93,47 @@ def test_a_broken_table_or_plan_is_a_clear_error():
         check_version_table(table, "versions.yaml")
     plan = yaml.safe_load((REPO / "units/plan.yaml").read_text())
     plan["roles"]["worker"]["files"][0]["mode"] = 644
+    with pytest.raises(RenderDataError, match=r'roles.worker.files\[0\].mode: must be a string, got 644; e.g. mode: "0644"'):
+        parse_layout(plan, "plan.yaml")
+    plan["roles"]["worker"]["files"][0]["mode"] = "06x4"
     with pytest.raises(RenderDataError, match=r"roles.worker.files\[0\]: mode must be an octal string"):
         parse_layout(plan, "plan.yaml")
     plan = yaml.safe_load((REPO / "units/plan.yaml").read_text())
     plan["roles"]["controller"]["binaries"].append("kube-dns")
     with pytest.raises(RenderDataError, match="unknown.*kube-dns"):
         parse_layout(plan, "plan.yaml")
+
+
+
+def _plan_problems(tmp_path, old: str, new: str):
+    """The messages for a copy of units/plan.yaml with `old` (its first occurrence) made `new`."""
+    from hardway.yamlshape import Scan, parse_yaml
+    text = (REPO / "units/plan.yaml").read_text()
+    assert old in text, old
+    edited = text.replace(old, new, 1)
+    copy_ = tmp_path / "plan.yaml"
+    copy_.write_text(edited)
+    tree, raw = parse_yaml(edited)
+    with pytest.raises(RenderDataError) as e:
+        parse_layout(raw, str(copy_), Scan(tree))
+    return str(e.value).splitlines(), copy_, text[:text.index(old)].count("\n") + 1
+
+
+def test_a_typo_in_plan_yaml_gets_the_line_the_path_and_a_guess(tmp_path):
+    problems, copy_, line = _plan_problems(tmp_path, "    per_node: true", "    per_nod: true")
+    assert problems == [f"{copy_}: line {line}: kubeconfigs.kubelet.per_nod: unknown key 'per_nod'; "
+                        "did you mean 'per_node'? allowed here: entry, user, server, per_node"]
+    problems, copy_, line = _plan_problems(tmp_path, "    units: [etcd.service", "    unit: [etcd.service")
+    assert problems == [f"{copy_}: line {line}: roles.controller.unit: unknown key 'unit'; "
+                        "did you mean 'units'? allowed here: directories, files, units, binaries, packages"]
+
+
+def test_a_wrong_value_in_plan_yaml_gets_the_allowed_values(tmp_path):
+    problems, copy_, line = _plan_problems(tmp_path, "    server: api_url", "    server: apiurl")
+    assert problems == [f"{copy_}: line {line}: kubeconfigs.admin.server: unknown value 'apiurl'; "
+                        "allowed: api_url, local_api_url"]
+    problems, copy_, line = _plan_problems(tmp_path, "    per_node: true", "    per_node: yes please")
+    assert problems == [f"{copy_}: line {line}: kubeconfigs.kubelet.per_node: must be true or false, got 'yes please'"]
 
 
 # ---------------------------------------------------------------- the real binaries -------------

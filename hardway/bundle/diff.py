@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
+from ..pki.issue import key_fingerprint, san_texts
 from ..plan import WORKSTATION
 from ..spec import Cluster
 from . import layout, privilege
@@ -97,15 +98,6 @@ def _line_change(old: str, new: str, context: int = 24, width: int = 40) -> str:
     return f"{part(old)!r} → {part(new)!r}"
 
 
-def _sans(cert: x509.Certificate) -> set[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {f"DNS:{v}" for v in ext.get_values_for_type(x509.DNSName)} | \
-           {f"IP:{v}" for v in ext.get_values_for_type(x509.IPAddress)}
-
-
 def cert_change(old_pem: bytes, new_pem: bytes) -> str:
     """How two certificates differ, in words."""
     try:
@@ -115,12 +107,12 @@ def cert_change(old_pem: bytes, new_pem: bytes) -> str:
     reasons = []
     if old.subject != new.subject:
         reasons.append(f"subject {old.subject.rfc4514_string()} → {new.subject.rfc4514_string()}")
-    added, removed = _sans(new) - _sans(old), _sans(old) - _sans(new)
+    added, removed = san_texts(new) - san_texts(old), san_texts(old) - san_texts(new)
     if added or removed:
         reasons.append("SANs " + " ".join([f"+{s}" for s in sorted(added)] + [f"-{s}" for s in sorted(removed)]))
     if old.issuer != new.issuer:
         reasons.append(f"issuer {old.issuer.rfc4514_string()} → {new.issuer.rfc4514_string()}")
-    if privilege.fingerprint(old.public_key()) != privilege.fingerprint(new.public_key()):
+    if key_fingerprint(old.public_key()) != key_fingerprint(new.public_key()):
         reasons.append("new key")
     if not reasons:
         reasons.append(f"re-issued (valid until {new.not_valid_after_utc:%Y-%m-%d})")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Iterable, TYPE_CHECKING
@@ -23,6 +22,7 @@ from typing import Iterable, TYPE_CHECKING
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..pki.issue import key_fingerprint
 from ..plan import WORKSTATION
 
 if TYPE_CHECKING:
@@ -70,14 +70,9 @@ class FoundKey:
     error: str = ""
 
 
-def fingerprint(public_key) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
-
-
 def cert_fingerprint(pem: bytes) -> str:
     """The public key fingerprint of a PEM certificate."""
-    return fingerprint(x509.load_pem_x509_certificate(pem).public_key())
+    return key_fingerprint(x509.load_pem_x509_certificate(pem).public_key())
 
 
 def _key_fingerprint(pem: bytes) -> FoundKey:
@@ -87,7 +82,7 @@ def _key_fingerprint(pem: bytes) -> FoundKey:
         return FoundKey("PEM block", None, "an encrypted private key (hardway never writes one)")
     except (ValueError, TypeError, binascii.Error):
         return FoundKey("PEM block", None, "an unreadable private key")
-    return FoundKey("PEM block", fingerprint(key.public_key()))
+    return FoundKey("PEM block", key_fingerprint(key))
 
 
 def _decoded_tokens(data: bytes) -> Iterable[bytes]:
@@ -168,7 +163,7 @@ class Checker:
         if (entry, node) not in self._allowed:
             try:
                 if entry == SERVICE_ACCOUNT:
-                    fp = fingerprint(serialization.load_pem_public_key(self.materials.service_account_public))
+                    fp = key_fingerprint(serialization.load_pem_public_key(self.materials.service_account_public))
                 else:
                     fp = cert_fingerprint(self.materials.cert(entry, node))
             except (KeyError, ValueError):

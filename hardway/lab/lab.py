@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import binaries as binaries_mod
+from ..names import is_ip
 from ..plan import WORKSTATION
 from ..spec import Cluster
 from . import netns, procs, workers as wk
@@ -36,7 +37,6 @@ from .probes import Probe, host_path, loadbalancer_probe, probe_for, run_probe
 from .procs import Process
 from .sandbox import CLEAN_PATH, Sandbox, mount_roots
 from .units import ServiceUnit, UnitError, parse_unit
-from ..spec import is_ip as _is_ip
 from ..fsutil import atomic_write, extract_bundle
 
 # The order the lab starts components in, across nodes: the workstation README's bring-up order.
@@ -61,6 +61,10 @@ Say = Callable[[str], None]
 
 
 def _quiet(_: str) -> None:
+    pass
+
+
+def _ignore(_) -> None:
     pass
 
 
@@ -249,8 +253,9 @@ def is_up(labdir: Path) -> bool:
 
 
 def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str | None = None,
-       timeout: float = 180.0, say: Say = _quiet) -> Lab:
-    """Bring the lab up; on any failure, take down everything started so far and raise."""
+       timeout: float = 180.0, say: Say = _quiet, on_pki: Callable = _ignore, on_bundle: Callable = _ignore) -> Lab:
+    """Bring the lab up; on any failure, take down everything started so far and raise. `on_pki` and
+    `on_bundle` get the pki ReconcileResult and the BundleRun, for the caller to report."""
     out = Path(out).absolute()
     labdir = Path(labdir or out / "lab").absolute()
     netns.require_netns_support()
@@ -264,7 +269,7 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
 
     say(f"bundling {cluster.name} into {out}/bundles")
     from ..pipeline import bundle
-    bundle(cluster, out)
+    on_bundle(bundle(cluster, out, on_pki=on_pki))
     from ..pki import load_materials
     from ..render import node_plan
     materials = load_materials(cluster, out / "pki")
@@ -300,10 +305,6 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         down(labdir)
         raise
     return lab
-
-
-def _short(names: list[str]) -> str:
-    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _link_binaries(lab: Lab, found: dict[str, Path]) -> None:
@@ -478,10 +479,10 @@ def _add_routes(lab: Lab, plans: dict, say: Say) -> None:
     INSTALL.md and the workstation's routes.sh print (not derived again here)."""
     member = {m.node: m for m in lab.network.members}
     for node, plan in plans.items():
-        for r in plan.notes.get("routes") or []:
+        for r in plan.notes.routes:
             netns._ip("-n", member[node].netns, "route", "replace", str(r["cidr"]), "via", str(r["via"]))
-        if plan.notes.get("routes"):
-            say(f"{node}: {len(plan.notes['routes'])} pod route(s), as its INSTALL.md says")
+        if plan.notes.routes:
+            say(f"{node}: {len(plan.notes.routes)} pod route(s), as its INSTALL.md says")
 
 
 def _wait_holder(lab: Lab, holder: Process, timeout: float = 10.0) -> None:
@@ -544,19 +545,13 @@ def _worker_probes(lab: Lab, cluster: Cluster) -> list[Probe]:
 
 
 def _hosts_lines(entries) -> list[str]:
-    """The plan's hosts notes, as /etc/hosts lines, whether given as lines or as mappings."""
-    lines = []
-    for e in entries or []:
-        if isinstance(e, str):
-            lines.append(e.strip())
-        elif isinstance(e, dict):
-            names = [e.get("fqdn"), e.get("name"), *e.get("names", [])]
-            lines.append(" ".join([str(e["address"])] + [n for n in names if n]))
+    """The plan's hosts notes as /etc/hosts lines, without blanks and comments."""
+    lines = [e.strip() for e in entries]
     return [l for l in lines if l and not l.startswith("#")]
 
 
 def _write_hosts(lab: Lab, cluster: Cluster, ws_plan, plans: dict) -> None:
-    notes = ws_plan.notes.get("hosts") or next((p.notes.get("hosts") for p in plans.values() if p.notes.get("hosts")), [])
+    notes = ws_plan.notes.hosts or next((p.notes.hosts for p in plans.values() if p.notes.hosts), ())
     lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"] + _hosts_lines(notes)
     known = {name for line in lines for name in line.split()[1:]}
     for node in cluster.nodes:  # the plan's lines should hold them all; never leave one out
@@ -565,7 +560,7 @@ def _write_hosts(lab: Lab, cluster: Cluster, ws_plan, plans: dict) -> None:
             lines.append(" ".join([str(node.address), *missing]))
             known.update(missing)
     endpoint = cluster.api_endpoint
-    if not _is_ip(endpoint) and endpoint not in known:
+    if not is_ip(endpoint) and endpoint not in known:
         target = (cluster.loadbalancers or cluster.controllers)[0].address
         lines.append(f"{target} {endpoint}")
     lab.hosts_file.write_text("\n".join(lines) + "\n")

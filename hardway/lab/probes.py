@@ -13,6 +13,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..names import url_host
+from ..pki.catalog import install_dir
 from .units import ServiceUnit
 
 # Standard library only; argv: url cafile certfile keyfile expect ('' for none).
@@ -90,14 +92,14 @@ def probe_for(node: str, unit: ServiceUnit, on_host) -> Probe | None:
     if name == "etcd":
         f = unit.flags()
         url = _first_url(f.get("advertise-client-urls") or f.get("listen-client-urls"), "https://127.0.0.1:2379")
-        # The health-check client identity exists for this; its files follow the shared convention.
+        # The health-check client identity exists for this; its files land where every PKI file does.
         return Probe(node, f"etcd /health at {url}", f"{url}/health", on_host(f.get("trusted-ca-file", "")),
-                     on_host("/etc/kubernetes/pki/etcd-healthcheck-client.crt"),
-                     on_host("/etc/kubernetes/pki/etcd-healthcheck-client.key"), '"health":"true"')
+                     on_host(f"{install_dir()}/etcd-healthcheck-client.crt"),
+                     on_host(f"{install_dir()}/etcd-healthcheck-client.key"), '"health":"true"')
     if name == "kube-apiserver":
         f = unit.flags()
         host = f.get("advertise-address") or "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
+        host = url_host(host)
         port = f.get("secure-port") or "6443"
         url = f"https://{host}:{port}/readyz"
         # Any identity the cluster CA signed may read /readyz; the controller holds this one.
@@ -115,7 +117,7 @@ def probe_for(node: str, unit: ServiceUnit, on_host) -> Probe | None:
 def loadbalancer_probe(client_node: str, ca_on_host: str, address: str, port: int) -> Probe:
     """The API through a load balancer, checked from a client: a load balancer holds no
     certificate, so the client's CA verifies the apiserver behind it."""
-    host = f"[{address}]" if ":" in address else address
+    host = url_host(address)
     return Probe(client_node, f"the API through the load balancer at {host}:{port}",
                  f"https://{host}:{port}/readyz", ca_on_host, expect="ok")
 

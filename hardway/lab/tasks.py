@@ -23,13 +23,15 @@ def _labdir(c, out: str | None, lab_dir: str | None) -> Path:
             "timeout": "seconds each component may take to become ready (default 180)"})
 def up(c, spec=None, out=None, lab_dir=None, bin_dir=None, timeout=180):
     """Boot the spec's control plane from its bundles in network namespaces (needs root)."""
+    from ..commands import print_bundle_run, print_pki_step
     from ..output import console, err_console
     from ..plan import WORKSTATION
     from .lab import WS_SCRIPT, up as lab_up
 
     cluster = load(c, spec)
     lab = lab_up(cluster, out_dir(c, out), labdir=_labdir(c, out, lab_dir), bin_dir=bin_dir, timeout=float(timeout),
-                 say=lambda line: err_console.print(line, markup=False))
+                 say=lambda line: err_console.print(line, markup=False),
+                 on_pki=lambda r: print_pki_step(r, out_dir(c, out)), on_bundle=print_bundle_run)
     console.print(f"lab {lab.cluster} is up in {lab.labdir}: {len(lab.processes)} processes, all ready")
     for note in lab.notes:
         console.print(f"  note: {note}", markup=False)

@@ -13,17 +13,19 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator, Literal, NamedTuple
 
 import yaml
+from pydantic import Field
 
 from ..errors import HardwayError
+from ..names import is_ip
 from ..resources import data_dir
 from ..spec import Cluster, IPAddress, Node
-from ..spec import is_ip as _is_ip
+from ..yamlshape import Scan, Strict, parse_yaml, validate, yaml_syntax_problem
 
 PER = ("cluster", "controller", "worker")
-ROLES = ("controller", "worker", "workstation")
+DELIVERY_ROLES = ("controller", "worker", "workstation")  # who receives files: node roles that hold keys, and the operator
 USAGES = ("serverAuth", "clientAuth")
 SECRETS = ("service-account", "encryption")
 _PLACEHOLDER = re.compile(r"\{([^}]*)\}")
@@ -100,7 +102,7 @@ class Catalog:
 
 
 def _host(value: str):
-    return ipaddress.ip_address(value) if _is_ip(value) else value
+    return ipaddress.ip_address(value) if is_ip(value) else value
 
 
 class SanRule(NamedTuple):
@@ -188,146 +190,139 @@ def default_catalog() -> Catalog:
     return load_catalog(default_path())
 
 
-def plan_path() -> Path:
-    return data_dir("units") / "plan.yaml"
-
-
 @cache
-def install_dir() -> str:
-    """Where delivered PKI files land on a node: `paths.pki` of units/plan.yaml, the one place it is
-    written (the templates read it there too)."""
-    path = plan_path()
-    try:
-        paths = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("paths") or {}
-    except (OSError, yaml.YAMLError, AttributeError) as e:
-        raise CatalogError(f"{path}: cannot read paths.pki, where PKI files land on a node: {e}") from None
-    value = paths.get("pki") if isinstance(paths, dict) else None
+def node_path(key: str, what: str) -> str:
+    """A path on a node, `paths.<key>` of units/plan.yaml: the one place it is written (the templates
+    read it there too). `what` says what it is, for the message."""
+    from ..render.data import PLAN_FILE, layout  # rendering reads plan.yaml; the PKI needs two of its paths
+    value = layout().paths.get(key)
     if not (isinstance(value, str) and value.startswith("/")):
-        raise CatalogError(f"{path}: paths.pki: {value!r} must be an absolute path (where PKI files land on a node)")
+        raise CatalogError(f"{data_dir('units') / PLAN_FILE}: paths.{key}: {value!r} must be an absolute path ({what})")
     return value.rstrip("/") or "/"
+
+
+def install_dir() -> str:
+    """Where delivered PKI files land on a node."""
+    return node_path("pki", "where PKI files land on a node")
+
+
+def encryption_config_path() -> str:
+    """Where a controller keeps the encryption config (and so the encryption keys)."""
+    return node_path("encryption_config", "where a controller keeps the encryption config")
+
+
+# The shape of pki/catalog.yaml, checked as cluster.yaml's is (hardway.yamlshape); what the fields
+# mean together (names, signers, placeholders, SAN rules) is parse_catalog's second pass.
+DeliveryRole = Literal[DELIVERY_ROLES]
+
+
+class _AuthorityDeliver(Strict):
+    cert: list[DeliveryRole]
+    key: list[DeliveryRole]
+
+
+class _AuthorityEntry(Strict):
+    name: str
+    cn: str
+    purpose: str = ""
+    deliver: _AuthorityDeliver
+
+
+class _LeafEntry(Strict):
+    name: str
+    per: Literal[PER]
+    signer: str
+    cn: str
+    organizations: list[str] = []
+    usages: list[Literal[USAGES]]
+    sans: list[str] = []
+    deliver: list[DeliveryRole]
+    purpose: str = ""
+
+
+class _SecretEntry(Strict):
+    purpose: str = ""
+    deliver: list[DeliveryRole]
+
+
+class _Secrets(Strict):
+    service_account: _SecretEntry = Field(alias="service-account")
+    encryption: _SecretEntry
+
+
+class CatalogFile(Strict):
+    authorities: list[_AuthorityEntry]
+    certificates: list[_LeafEntry]
+    secrets: _Secrets
 
 
 def load_catalog(path: str | Path) -> Catalog:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        tree, data = parse_yaml(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        raise CatalogError(f"{path}: {yaml_syntax_problem(e, 'the certificate catalog')}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise CatalogError(f"{path}: cannot read the certificate catalog: {e}") from None
-    return parse_catalog(data, str(path))
+    return parse_catalog(data, str(path), scan=Scan(tree))
 
 
-def parse_catalog(data: object, source: str = "pki/catalog.yaml", install_to: str | None = None) -> Catalog:
-    """`install_to`: where delivered files land on a node (default: units/plan.yaml's paths.pki)."""
-    problems: list[str] = []
+def parse_catalog(data: object, source: str = "pki/catalog.yaml", install_to: str | None = None,
+                  scan: Scan | None = None) -> Catalog:
+    """`install_to`: where delivered files land on a node (default: units/plan.yaml's paths.pki);
+    `scan`: the file's lines, for the messages."""
+    shape, problems = validate(CatalogFile, data, scan or Scan(None))
+    if shape is None:
+        raise CatalogError("the certificate catalog is invalid:\n" + "\n".join(f"{source}: {p}" for p in problems))
 
     def bad(where: str, message: str) -> None:
         problems.append(f"{source}: {where}: {message}")
 
-    def mapping(value, where, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            bad(where, f"must be a mapping with keys {', '.join(allowed)}")
-            return {}
-        for key in value:
-            if key not in allowed:
-                bad(where, f"unknown key {key!r}; allowed: {', '.join(allowed)}")
-        for key in required:
-            if key not in value:
-                bad(where, f"{key!r} is required")
-        return value
-
-    def str_list(value, where, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
-        if value is None:
-            return ()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            bad(where, "must be a list of strings")
-            return ()
-        for v in value:
-            if allowed is not None and v not in allowed:
-                bad(where, f"unknown value {v!r}; allowed: {', '.join(allowed)}")
-        return tuple(value)
-
-    top = mapping(data, "(top level)", ("authorities", "certificates", "secrets"),
-                  ("authorities", "certificates", "secrets"))
     names: set[str] = set(SECRETS)
 
-    def name_of(value, where) -> str:
-        name = value.get("name")
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][-a-z0-9]*", name):
+    def name_of(name: str, where: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][-a-z0-9]*", name):
             bad(where, f"name {name!r} must be lowercase letters, digits and '-' (it is the file's base name)")
-            return str(name)
-        if name in names:
+        elif name in names:
             bad(where, f"name {name!r} is used twice (or is reserved for a secret: {', '.join(SECRETS)})")
         names.add(name)
         return name
 
-    authorities = []
-    for i, raw in enumerate(top.get("authorities") or []):
-        where = f"authorities[{i}]"
-        a = mapping(raw, where, ("name", "cn", "purpose", "deliver"), ("name", "cn", "deliver"))
-        if not a:
-            continue
-        name = name_of(a, where)
-        deliver = mapping(a.get("deliver", {}), f"{where} ({name}).deliver", ("cert", "key"), ("cert", "key"))
-        authorities.append(Authority(
-            name=name, cn=str(a.get("cn")), purpose=str(a.get("purpose", "")),
-            cert_to=frozenset(str_list(deliver.get("cert"), f"{where} ({name}).deliver.cert", ROLES)),
-            key_to=frozenset(str_list(deliver.get("key"), f"{where} ({name}).deliver.key", ROLES))))
+    authorities = tuple(Authority(name=name_of(a.name, f"authorities[{i}]"), cn=a.cn, purpose=a.purpose,
+                                  cert_to=frozenset(a.deliver.cert), key_to=frozenset(a.deliver.key))
+                        for i, a in enumerate(shape.authorities))
     ca_names = tuple(a.name for a in authorities)
     if not authorities:
         bad("authorities", "the list is empty; at least one CA is needed")
 
     leaves = []
-    leaf_keys = ("name", "per", "signer", "cn", "organizations", "usages", "sans", "deliver", "purpose")
-    for i, raw in enumerate(top.get("certificates") or []):
-        where = f"certificates[{i}]"
-        c = mapping(raw, where, leaf_keys, ("name", "per", "signer", "cn", "usages", "deliver"))
-        if not c:
-            continue
-        name = name_of(c, where)
-        where = f"{where} ({name})"
-        per = c.get("per")
-        if per not in PER:
-            bad(where, f"per {per!r} is unknown; allowed: {', '.join(PER)}")
-        signer = c.get("signer")
-        if signer not in ca_names:
-            bad(where, f"unknown signer {signer!r}; the catalog's CAs are {', '.join(ca_names)}")
-        subject = [str(c.get("cn", ""))] + list(str_list(c.get("organizations"), f"{where}.organizations"))
-        for text in subject:
+    for i, c in enumerate(shape.certificates):
+        where = f"certificates[{i}] ({name_of(c.name, f'certificates[{i}]')})"
+        if c.signer not in ca_names:
+            bad(where, f"unknown signer {c.signer!r}; the catalog's CAs are {', '.join(ca_names)}")
+        for text in [c.cn, *c.organizations]:
             for placeholder in _PLACEHOLDER.findall(text):
                 if placeholder != "node":
                     bad(where, f"unknown placeholder {{{placeholder}}} in {text!r}; only {{node}} is known")
-                elif per == "cluster":
+                elif c.per == "cluster":
                     bad(where, f"{{node}} in {text!r}, but the entry is per cluster; use per: controller or worker")
-        usages = str_list(c.get("usages"), f"{where}.usages", USAGES)
-        if not usages:
+        if not c.usages:
             bad(where, f"usages is empty; give one or more of {', '.join(USAGES)}")
-        sans = str_list(c.get("sans"), f"{where}.sans")
-        for rule in sans:
+        for rule in c.sans:
             if rule not in SAN_RULES:
                 bad(where, f"unknown SAN rule {rule!r}; known rules: {', '.join(SAN_RULES)}")
-            elif SAN_RULES[rule].needs_node and per == "cluster":
+            elif SAN_RULES[rule].needs_node and c.per == "cluster":
                 bad(where, f"SAN rule {rule!r} needs a node, but the entry is per cluster")
-        if "serverAuth" in usages and not sans:
+        if "serverAuth" in c.usages and not c.sans:
             bad(where, "a serverAuth certificate needs SANs (clients verify the server's name against them)")
-        deliver = str_list(c.get("deliver"), f"{where}.deliver", ROLES)
-        leaves.append(Leaf(name=name, per=str(per), signer=str(signer), cn=str(c.get("cn")),
-                           organizations=tuple(subject[1:]), usages=frozenset(usages), sans=sans,
-                           deliver_to=frozenset(deliver), purpose=str(c.get("purpose", ""))))
+        leaves.append(Leaf(name=c.name, per=c.per, signer=c.signer, cn=c.cn, organizations=tuple(c.organizations),
+                           usages=frozenset(c.usages), sans=tuple(c.sans), deliver_to=frozenset(c.deliver),
+                           purpose=c.purpose))
 
-    secrets = []
-    raw_secrets = top.get("secrets") or {}
-    if isinstance(raw_secrets, dict):
-        for name in raw_secrets:
-            if name not in SECRETS:
-                bad("secrets", f"unknown secret {name!r}; known: {', '.join(SECRETS)}")
-        for name in SECRETS:
-            s = mapping(raw_secrets.get(name), f"secrets.{name}", ("purpose", "deliver"), ("deliver",))
-            secrets.append(Secret(name=name, purpose=str(s.get("purpose", "")),
-                                  deliver_to=frozenset(str_list(s.get("deliver"), f"secrets.{name}.deliver", ROLES))))
-    else:
-        bad("secrets", f"must be a mapping with keys {', '.join(SECRETS)}")
+    secrets = tuple(Secret(name=name, purpose=entry.purpose, deliver_to=frozenset(entry.deliver))
+                    for name, entry in zip(SECRETS, (shape.secrets.service_account, shape.secrets.encryption)))
 
     if problems:
         raise CatalogError("the certificate catalog is invalid:\n" + "\n".join(problems))
-    return Catalog(install_dir=install_to or install_dir(), authorities=tuple(authorities),
-                   leaves=tuple(leaves), secrets=tuple(secrets))
+    return Catalog(install_dir=install_to or install_dir(), authorities=authorities,
+                   leaves=tuple(leaves), secrets=secrets)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from ..names import first_names
 from ..spec import Cluster
 from . import issue
 from .catalog import Catalog, default_catalog
@@ -168,5 +169,5 @@ def check_store(cluster: Cluster, store_dir: Path, catalog: Catalog | None = Non
     stale = sorted(set(store.node_dirs()) - {n.name for n in cluster.nodes})
     if stale:
         report.warnings.append(f"{os.path.join(root, 'nodes')}: directories of nodes not in the spec: "
-                               f"{', '.join(stale[:10])}{', ...' if len(stale) > 10 else ''}")
+                               f"{first_names(stale, 10, ', ...')}")
     return report

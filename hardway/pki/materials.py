@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..names import first_names
 from ..plan import MODE_PUBLIC, MODE_SECRET, WORKSTATION, PlannedFile
 from ..spec import Cluster
 from .catalog import Catalog, default_catalog
@@ -40,7 +41,7 @@ class Materials:
         except KeyError:
             nodes = sorted(n for e, n in table if e == entry and n is not None)
             if node is None and nodes:
-                hint = f"{entry!r} is per node: pass node= one of {', '.join(nodes[:5])}{', ...' if len(nodes) > 5 else ''}"
+                hint = f"{entry!r} is per node: pass node= one of {first_names(nodes, 5, ', ...')}"
             elif nodes or (entry, None) in table:
                 hint = f"no {entry!r} {what} for node {node!r}"
             else:
@@ -54,8 +55,8 @@ def _roles(cluster: Cluster, node_name: str) -> frozenset[str]:
     try:
         return cluster.node(node_name).roles
     except KeyError:
-        raise KeyError(f"no node {node_name!r} in the cluster (nodes: {', '.join(n.name for n in cluster.nodes[:5])}"
-                       f"{', ...' if len(cluster.nodes) > 5 else ''}; or {WORKSTATION!r})") from None
+        raise KeyError(f"no node {node_name!r} in the cluster (nodes: {first_names((n.name for n in cluster.nodes), 5, ', ...')}"
+                       f"; or {WORKSTATION!r})") from None
 
 
 def node_files(cluster: Cluster, materials: Materials, node_name: str,

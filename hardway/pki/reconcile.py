@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import HardwayError, check_directory_path
+from ..names import first_names
 from ..progress import Progress, silent
 from ..spec import ENCRYPTION_PROVIDERS, Cluster
 from . import issue
@@ -70,7 +71,7 @@ def _materials(cluster: Cluster, store: Store, catalog: Catalog) -> Materials:
     encrypted = [(e, need(e.file)) for e in entries]
     if missing:
         raise HardwayError(f"the PKI store {store.root or '(memory)'} is incomplete: {len(missing)} file(s) "
-                           f"missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}); "
+                           f"missing ({first_names(missing, 4, ', ...')}); "
                            "run `hardway pki` first")
     encryption_keys = []
     for e, data in encrypted:
@@ -147,7 +148,7 @@ def reconcile(cluster: Cluster, store_dir: Path, import_ca: Iterable[ImportedCA]
         stale = sorted(set(store.node_dirs()) - {n.name for n in cluster.nodes})
         if stale:
             notes.append(f"{len(stale)} node director{'y' if len(stale) == 1 else 'ies'} in {root / NODES} for nodes no "
-                         f"longer in the spec ({', '.join(stale[:5])}{', ...' if len(stale) > 5 else ''}): kept; "
+                         f"longer in the spec ({first_names(stale, 5, ', ...')}): kept; "
                          "delete them once those nodes are gone")
         return ReconcileResult(plan.actions, _materials(cluster, store, catalog), notes)
 

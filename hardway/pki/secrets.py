@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from ..spec import Cluster
 from . import issue
 from .actions import CREATE, ERROR, KEEP, REISSUE, Action
+from .catalog import encryption_config_path
 from .state import EncryptionKey, next_key_name
 from .store import ENCRYPTION, SA_KEY, SA_PUB, Store
 
@@ -130,7 +131,7 @@ def assess_encryption(store: Store, cluster: Cluster, recorded: tuple[Encryption
             if data is None:
                 problems.append(f"{rel} ({e.label}) is missing from a PKI store in use: a new key would leave "
                                 f"every Secret encrypted with it unreadable. Restore it from a backup (each controller "
-                                f"has it in /etc/kubernetes/encryption-config.yaml: the secret of {e.name}, one line of base64), "
+                                f"has it in {encryption_config_path()}: the secret of {e.name}, one line of base64), "
                                 f"{deliberately}")
             else:
                 problems.append(f"{rel}: {problem}. It is never replaced silently (Secrets encrypted with it would be "

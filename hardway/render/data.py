@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import yaml
 
@@ -18,6 +18,7 @@ from ..plan import PlannedDir
 from ..resources import data_dir
 from ..spec import ROLES
 from ..versions import SUPPORTED_MINORS, KubernetesVersion
+from ..yamlshape import Scan, Strict, parse_yaml, validate
 
 PLAN_FILE = "plan.yaml"
 VERSIONS_FILE = "versions.yaml"
@@ -70,57 +71,102 @@ def _fail(source: str, where: str, what: str) -> RenderDataError:
     return RenderDataError(f"{source}: {where}: {what}")
 
 
-def _mode(source: str, where: str, value: Any) -> int:
-    if not isinstance(value, str) or not value.isdigit():
+# The shape of units/plan.yaml, checked as cluster.yaml's is (hardway.yamlshape); what the fields
+# mean together (known kubeconfigs and binaries, absolute paths, octal modes) is parse_layout's.
+class _Directory(Strict):
+    path: str
+    mode: str
+    purpose: str = ""
+
+
+class _File(Strict):
+    path: str
+    mode: str
+    purpose: str = ""
+    template: str | None = None
+    kubeconfig: str | None = None
+
+
+class _RoleRules(Strict):
+    directories: list[_Directory] = []
+    files: list[_File] = []
+    units: list[str] = []
+    binaries: list[str] = []
+    packages: list[str] = []
+
+
+class _Roles(Strict):  # one field per spec.ROLES
+    controller: _RoleRules
+    worker: _RoleRules
+    loadbalancer: _RoleRules
+
+
+class _Kubeconfig(Strict):
+    entry: str
+    user: str
+    server: Literal["api_url", "local_api_url"]
+    per_node: bool = False
+
+
+class _Binary(Strict):
+    path: str
+    version: str | None = None
+    url: str | None = None
+    package: str | None = None
+
+
+class PlanFile(Strict):
+    paths: dict[str, str]
+    kubeconfigs: dict[str, _Kubeconfig]
+    roles: _Roles
+    workstation: _RoleRules
+    binaries: dict[str, _Binary]
+
+
+_EXAMPLES = {"mode": '"0644" (an octal string)'}
+
+
+def _mode(source: str, where: str, value: str) -> int:
+    if not value.isdigit():
         raise _fail(source, where, f"mode must be an octal string like \"0644\", got {value!r}")
     return int(value, 8)
 
 
-def _role_rules(source: str, where: str, raw: Any, kubeconfigs: Mapping[str, KubeconfigRule],
+def _role_rules(source: str, where: str, raw: _RoleRules, kubeconfigs: Mapping[str, KubeconfigRule],
                 binaries: Mapping[str, Any]) -> RoleRules:
-    if not isinstance(raw, dict):
-        raise _fail(source, where, "must be a mapping with directories, files, units, binaries, packages")
     files = []
-    for i, f in enumerate(raw.get("files") or []):
+    for i, f in enumerate(raw.files):
         at = f"{where}.files[{i}]"
-        if ("template" in f) == ("kubeconfig" in f):
+        if (f.template is None) == (f.kubeconfig is None):
             raise _fail(source, at, "needs exactly one of `template` or `kubeconfig`")
-        if "kubeconfig" in f and f["kubeconfig"] not in kubeconfigs:
-            raise _fail(source, at, f"unknown kubeconfig {f['kubeconfig']!r}; known: {', '.join(kubeconfigs)}")
-        if not str(f.get("path", "")).startswith("/"):
-            raise _fail(source, at, f"path must be absolute, got {f.get('path')!r}")
-        files.append(FileRule(path=f["path"], mode=_mode(source, at, f.get("mode")), purpose=f.get("purpose", ""),
-                              template=f.get("template"), kubeconfig=f.get("kubeconfig")))
-    dirs = tuple(PlannedDir(d["path"], _mode(source, f"{where}.directories[{i}]", d.get("mode")), d.get("purpose", ""))
-                 for i, d in enumerate(raw.get("directories") or []))
-    names = tuple(raw.get("binaries") or ())
-    unknown = [b for b in names if b not in binaries]
+        if f.kubeconfig is not None and f.kubeconfig not in kubeconfigs:
+            raise _fail(source, at, f"unknown kubeconfig {f.kubeconfig!r}; known: {', '.join(kubeconfigs)}")
+        if not f.path.startswith("/"):
+            raise _fail(source, at, f"path must be absolute, got {f.path!r}")
+        files.append(FileRule(path=f.path, mode=_mode(source, at, f.mode), purpose=f.purpose,
+                              template=f.template, kubeconfig=f.kubeconfig))
+    dirs = tuple(PlannedDir(d.path, _mode(source, f"{where}.directories[{i}]", d.mode), d.purpose)
+                 for i, d in enumerate(raw.directories))
+    unknown = [b for b in raw.binaries if b not in binaries]
     if unknown:
         raise _fail(source, f"{where}.binaries", f"unknown {unknown}; known: {', '.join(binaries)}")
-    return RoleRules(directories=dirs, files=tuple(files), units=tuple(raw.get("units") or ()),
-                     binaries=names, packages=tuple(raw.get("packages") or ()))
+    return RoleRules(directories=dirs, files=tuple(files), units=tuple(raw.units),
+                     binaries=tuple(raw.binaries), packages=tuple(raw.packages))
 
 
-def parse_layout(raw: Any, source: str = PLAN_FILE) -> Layout:
-    if not isinstance(raw, dict):
-        raise _fail(source, "(top level)", "must be a mapping")
-    for key in ("paths", "kubeconfigs", "roles", "workstation", "binaries"):
-        if not isinstance(raw.get(key), dict):
-            raise _fail(source, key, "missing, or not a mapping")
-    kubeconfigs = {}
-    for name, k in raw["kubeconfigs"].items():
-        if k.get("server") not in ("api_url", "local_api_url"):
-            raise _fail(source, f"kubeconfigs.{name}.server", f"must be api_url or local_api_url, got {k.get('server')!r}")
-        kubeconfigs[name] = KubeconfigRule(identity=name, entry=k["entry"], user=k["user"], server=k["server"],
-                                           per_node=bool(k.get("per_node", False)))
-    roles = {}
-    for role in ROLES:
-        if role not in raw["roles"]:
-            raise _fail(source, "roles", f"no rules for role {role!r}")
-        roles[role] = _role_rules(source, f"roles.{role}", raw["roles"][role], kubeconfigs, raw["binaries"])
-    workstation = _role_rules(source, "workstation", raw["workstation"], kubeconfigs, raw["binaries"])
-    return Layout(paths=dict(raw["paths"]), kubeconfigs=kubeconfigs, roles=roles, workstation=workstation,
-                  binaries=raw["binaries"])
+def parse_layout(raw: Any, source: str = PLAN_FILE, scan: Scan | None = None) -> Layout:
+    """`scan`: the file's lines, for the messages."""
+    shape, problems = validate(PlanFile, raw, scan or Scan(None), examples=_EXAMPLES)
+    if shape is None:
+        raise RenderDataError("\n".join(f"{source}: {p}" for p in problems))
+    kubeconfigs = {name: KubeconfigRule(identity=name, entry=k.entry, user=k.user, server=k.server, per_node=k.per_node)
+                   for name, k in shape.kubeconfigs.items()}
+    binaries = raw["binaries"]  # the mappings as written: INSTALL.md shows their fields
+    roles = {role: _role_rules(source, f"roles.{role}", getattr(shape.roles, role), kubeconfigs, binaries)
+             for role in ROLES}
+    workstation = _role_rules(source, "workstation", shape.workstation, kubeconfigs, binaries)
+    return Layout(paths=dict(shape.paths), kubeconfigs=kubeconfigs, roles=roles, workstation=workstation,
+                  binaries=binaries)
 
 
 def _read(name: str) -> Any:
@@ -133,7 +179,12 @@ def _read(name: str) -> Any:
 
 @cache
 def layout() -> Layout:
-    return parse_layout(_read(PLAN_FILE), str(data_dir("units") / PLAN_FILE))
+    path = data_dir("units") / PLAN_FILE
+    try:
+        tree, raw = parse_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise RenderDataError(f"cannot read {path}: {e}") from None
+    return parse_layout(raw, str(path), Scan(tree))
 
 
 def check_version_table(table: Any, source: str = VERSIONS_FILE) -> dict[str, dict]:
