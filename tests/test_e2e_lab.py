@@ -142,10 +142,6 @@ def env(request, tmp_path_factory):
             assert not new, f"lab.down left {what} behind on the host: {new[:10]}"
 
 
-# Programs that run inside containers (pods): none may outlive the lab.
-_CONTAINER_PROGRAMS = {"/pause", "/coredns", "/bin/busybox", "sh", "httpd", "sleep"}
-
-
 def host_state(prefix: str, labdir: Path) -> dict[str, list[str]]:
     """What a lab could leave on the host: iptables rules and links of the host's namespace,
     mounts, cgroups named after the lab, worker processes, runc state."""
@@ -170,7 +166,8 @@ def host_state(prefix: str, labdir: Path) -> dict[str, list[str]]:
             continue
         if state == "Z":  # exited; only the host's init may still have to reap it
             continue
-        if prefix in cgroup or argv0.startswith(str(labdir)) or (argv0 in _CONTAINER_PROGRAMS and "kubepods" in cgroup):
+        # Only this lab's: its containers live under its kubelets' cgroup roots, named after its prefix.
+        if prefix in cgroup or argv0.startswith(str(labdir)):
             programs.append(f"{proc.name} {argv0}")
     runc = [str(p) for p in (Path("/run/runc"), Path("/run/containerd")) if p.exists()]
     return {"iptables rules": rules, "network links": links, "mounts": mounts, "cgroups": cgroups,
