@@ -80,7 +80,7 @@ def test_every_binary_exists_after_build(built: dict[str, Path]) -> None:
     for name, path in built.items():
         assert path == cache_dir(VERSION) / name
         assert path.is_file() and os.access(path, os.X_OK), path
-        assert not str(path.resolve()).startswith(str(REPO)), "binaries must not land in the repository"
+        assert not path.resolve().is_relative_to(REPO.resolve()), "binaries must not land in the repository"
 
 
 @pytest.mark.slow
@@ -172,7 +172,7 @@ def test_every_worker_binary_exists_after_build(worker_built, monkeypatch) -> No
     for name, path in worker_built.items():
         assert path == cache_dir(VERSION) / name
         assert path.is_file() and os.access(path, os.X_OK), path
-        assert not str(path.resolve()).startswith(str(REPO)), "binaries must not land in the repository"
+        assert not path.resolve().is_relative_to(REPO.resolve()), "binaries must not land in the repository"
     assert find_worker_binaries(VERSION) == {n: cache_dir(VERSION) / n for n in WORKER_BINARIES}
     assert find_cni_plugins(VERSION) == {p: cni_dir(VERSION) / p for p in CNI_PLUGINS}
     assert sorted(p.name for p in cni_dir(VERSION).iterdir()) == sorted(CNI_PLUGINS)

@@ -136,10 +136,13 @@ def env(request, tmp_path_factory):
         down(labdir)
         left = netns.existing_namespaces(netns.lab_prefix(labdir))
         assert left == [], f"namespaces left behind: {left}"
-        after = host_state(netns.lab_prefix(labdir), labdir)
-        for what in before:
-            new = sorted(set(after[what]) - set(before[what]))
-            assert not new, f"lab.down left {what} behind on the host: {new[:10]}"
+        def clean():
+            after = host_state(netns.lab_prefix(labdir), labdir)
+            for what in before:
+                new = sorted(set(after[what]) - set(before[what]))
+                assert not new, f"lab.down left {what} behind on the host: {new[:10]}"
+        # The kernel may take a moment to drop a deleted namespace's mount or reap an orphan.
+        eventually(clean, timeout=20, interval=0.5)
 
 
 def host_state(prefix: str, labdir: Path) -> dict[str, list[str]]:
