@@ -42,7 +42,7 @@ def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[
     from .pki import KEEP, parse_import
     from .pki.report import actions_table, summary_line
     pipeline.check_out(out, "pki")
-    imports = [parse_import(arg) for arg in import_ca]
+    imports = [parse_import(arg, cert_validity=cluster.cert_validity) for arg in import_ca]
     result = pipeline.reconcile_pki(cluster, out, import_ca=imports, new_secrets=new_secret,
                                     retire_old_encryption=retire_old_encryption, progress=progress)
     if any(a.action != KEEP for a in result.actions):
@@ -77,6 +77,8 @@ def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
         console.print(f"... and {len(written) - 20} more")
     for name in done.removed:
         console.print(f"removed {target / name} (no longer in the spec)")
+    for note in done.notes:
+        console.print(f"note: {note}", markup=False)
     console.print(f"kubeconfigs: {len(written)} written, {len(done.unchanged)} unchanged, {len(done.removed)} removed ({target})")
     return 0
 
@@ -90,6 +92,8 @@ def run_units(cluster: Cluster, out: Path) -> int:
         console.print(f"{p.node:<20} {roles:<22} {p.notes.file_count:>3} files  {' '.join(p.units)}")
     if len(shown) < len(plans):
         console.print(f"... and {len(plans) - len(shown)} more nodes")
+    for note in trees.notes:
+        console.print(f"note: {note}", markup=False)
     console.print(f"units: {len(plans)} file trees in {trees.directory} (one per node, plus the workstation)")
     return 0
 

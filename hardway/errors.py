@@ -17,9 +17,16 @@ class SpecError(HardwayError):
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
-        self.problems = list(problems)
+        self.problems = [_capped(p) for p in problems]
         lines = [f"{source}: {p}" for p in self.problems]
         super().__init__("\n".join(lines))
+
+
+MAX_PROBLEM = 400  # characters of one problem line: a huge bad value is never echoed whole
+
+
+def _capped(problem: str) -> str:
+    return problem if len(problem) <= MAX_PROBLEM else problem[:MAX_PROBLEM] + f"... ({len(problem)} characters, cut)"
 
 
 def check_directory_path(path, what: str, hint: str = "choose another --out") -> None:

@@ -8,9 +8,11 @@ Errors name the file the user knows, never its temp file.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -146,6 +148,111 @@ def write_batch(root: Path, files: Iterable[tuple[Path, bytes, int]]) -> None:
     finally:
         for tmp, _ in temps:
             _unlink(tmp)
+
+
+# ---------------------------------------------------------------- links the operator made -------
+# hardway runs as root. The operator may make `out/` or any directory below it a symlink (a store on
+# an encrypted volume, bundles on a share) and hardway follows those directory links; but it never
+# changes the mode of a file reached through a link, never deletes a file it did not write (each
+# output directory keeps a record of what hardway wrote there, `RECORD`), and never creates a lock
+# file through a dangling link. A file-level link is replaced, never written through (atomic_write).
+
+RECORD = ".hardway-written"  # inside a tree hardway swaps in whole (<out>/nodes)
+
+
+def record_beside(directory: Path) -> Path:
+    """The record of a directory the operator copies from (bundles, kubeconfigs): beside it, like its
+    lock, so the directory holds only what hardway delivers."""
+    return directory.parent / f".{directory.name}.written"
+
+
+class LinkRefused(OSError):
+    """A lock file (or a file hardway would change in place) is a symbolic link."""
+
+
+def open_lock(path: Path) -> int:
+    """Open (creating) a lock file, never through a symbolic link: a dangling link would otherwise
+    make hardway create the link's target, anywhere on the machine."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise LinkRefused(errno.ELOOP, "is a symbolic link; hardway never opens a lock file through a "
+                              "link: remove it", str(path)) from None
+        raise
+
+
+def chmod_nofollow(path: Path, mode: int) -> bool:
+    """Set the mode of `path` itself; False (and nothing changed) if `path` is a symbolic link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return False
+        raise
+    try:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            return False
+        if st.st_mode & 0o7777 != mode:
+            with naming(path):
+                os.fchmod(fd, mode)
+        return True
+    finally:
+        os.close(fd)
+
+
+def read_record(record: Path) -> set[str]:
+    """The names hardway wrote (relative to the directory), from the record file; empty if none."""
+    try:
+        fd = os.open(record, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return set()
+    with os.fdopen(fd, "rb") as f:
+        return {line for line in f.read().decode("utf-8", "replace").splitlines() if line and not line.startswith("#")}
+
+
+def write_record(record: Path, names: Iterable[str], *, durable: bool = True) -> None:
+    data = ("# files hardway wrote here; it deletes only these (docs/bundles.md)\n"
+            + "".join(f"{n}\n" for n in sorted(set(names)))).encode()
+    try:
+        if not record.is_symlink() and record.read_bytes() == data:
+            return  # unchanged: a no-op run changes nothing, not even an mtime
+    except OSError:
+        pass
+    atomic_write(record, data, 0o600, durable=durable)
+
+
+def remove_written(directory: Path, names: Iterable[str], record: set[str]) -> tuple[list[str], list[str]]:
+    """Delete each of `names` under `directory` that hardway wrote (in `record`); never follows a
+    link (unlinking a link removes the link). Returns (removed names, notes on what was left alone)."""
+    removed, notes = [], []
+    for name in sorted(names):
+        path = directory / name
+        if name not in record:
+            notes.append(f"left alone: {path} (no longer in the spec, but hardway did not write it)")
+            continue
+        try:
+            if stat.S_ISDIR(path.lstat().st_mode):
+                notes.append(f"left alone: {path} (a directory, not a file hardway wrote)")
+                continue
+            with naming(path):
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(name)
+    return removed, notes
+
+
+def linked_dir_note(path: Path, mode: int) -> str | None:
+    """Tighten a directory the operator linked to `mode` (following the link), with a note."""
+    if not path.is_symlink() or not path.is_dir():
+        return None
+    st = path.stat()
+    if st.st_mode & 0o777 == mode:
+        return None
+    os.chmod(path, mode)
+    return f"{path} is a link to {path.resolve()}: its mode {st.st_mode & 0o777:04o} set to {mode:04o}"
 
 
 def extract_bundle(archive: Path, dest: Path) -> None:

@@ -8,7 +8,7 @@ before the (longer) rendering starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -55,6 +55,7 @@ class KubeconfigsWritten:
     written: list[str]
     unchanged: list[str]
     removed: list[str]
+    notes: list[str] = field(default_factory=list)  # files left alone, linked directories
 
 
 def kubeconfigs(cluster: Cluster, out: Path, *, progress: Progress = silent,
@@ -63,14 +64,16 @@ def kubeconfigs(cluster: Cluster, out: Path, *, progress: Progress = silent,
     from .render.write import write_kubeconfigs
     check_out(out, KUBECONFIGS)
     materials = _materials(cluster, out, progress, on_pki)
-    target = out / KUBECONFIGS
-    return KubeconfigsWritten(target, *write_kubeconfigs(cluster, materials, target, progress=progress))
+    target, notes = out / KUBECONFIGS, []
+    return KubeconfigsWritten(target, *write_kubeconfigs(cluster, materials, target, progress=progress, notes=notes),
+                              notes=notes)
 
 
 @dataclass(frozen=True)
 class NodeTrees:
     directory: Path
     plans: list[NodePlan]  # one summary per node, without files (notes hold the file count)
+    notes: list[str] = field(default_factory=list)  # files left alone, linked directories
 
 
 def units(cluster: Cluster, out: Path, *, progress: Progress = silent, on_pki: OnPki = _ignore) -> NodeTrees:
@@ -78,8 +81,8 @@ def units(cluster: Cluster, out: Path, *, progress: Progress = silent, on_pki: O
     from .render.write import write_node_trees
     check_out(out, NODES)
     materials = _materials(cluster, out, progress, on_pki)
-    target = out / NODES
-    return NodeTrees(target, write_node_trees(cluster, materials, target, progress=progress))
+    target, notes = out / NODES, []
+    return NodeTrees(target, write_node_trees(cluster, materials, target, progress=progress, notes=notes), notes)
 
 
 def bundle(cluster: Cluster, out: Path, *, progress: Progress = silent, on_pki: OnPki = _ignore):

@@ -9,6 +9,7 @@ file when it is known, and raise SpecError. Nothing here touches the disk except
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ class Cluster:
 def load(path: str | Path) -> Cluster:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_bounded(path)
     except FileNotFoundError:
         raise SpecError(str(path), ["no such file; `hardway init` writes a starter cluster.yaml"]) from None
     except (OSError, UnicodeDecodeError) as e:
@@ -201,6 +202,7 @@ def load(path: str | Path) -> Cluster:
 
 
 def loads(text: str, source: str = "cluster.yaml") -> Cluster:
+    _check_bounds(text, source)
     try:
         tree, data = parse_yaml(text)
     except yaml.MarkedYAMLError as e:
@@ -211,6 +213,7 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
         raise SpecError(source, ["the file is empty; it needs at least `name` and `nodes` (`hardway init` writes a starter file)"])
     if not isinstance(data, dict):
         raise SpecError(source, [f"the file must be a mapping of keys (name, nodes, ...), not {kind(data)}"])
+    _check_node_count(data, source)
     scan = Scan(tree)
     spec, problems = validate(ClusterSpec, data, scan, required=_required, examples=_STRING_EXAMPLES, special=_special)
     if problems:
@@ -220,6 +223,64 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     if sink:
         raise SpecError(source, [scan.at(loc) + msg for loc, msg in sink])
     return cluster
+
+
+# Bounds: whatever the input, loading costs at most about MAX_SPEC_BYTES of parsing. The YAML is
+# scanned as events (no recursion, nothing built) before any tree is composed.
+MAX_SPEC_BYTES = 4 * 1024 * 1024   # the 1000-worker example is 64 KiB
+MAX_NODES = 10_000                 # cluster nodes (README: "supported maximum")
+MAX_DEPTH = 32                     # a cluster spec nests 4 deep
+MAX_SCALAR = 1024                  # characters of one value (a DNS name is at most 253)
+MAX_YAML_NODES = 50 * MAX_NODES    # scalars, mappings and sequences in the whole file
+
+
+def _read_bounded(path: Path) -> str:
+    """The spec's text; a file (or a device) larger than MAX_SPEC_BYTES is refused, not read whole."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_SPEC_BYTES + 1)
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(str(path), [f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a cluster spec of "
+                                    f"{MAX_NODES} nodes needs under 1 MiB"])
+    return data.decode("utf-8")
+
+
+def _check_bounds(text: str, source: str) -> None:
+    """Refuse, in one line and before building anything: anchors and aliases (a spec has no use
+    for them; "billion laughs"), too large a file, too deep a nesting, too long a value, too many
+    values. Never echoes the value."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(source, [f"larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a cluster spec of "
+                                 f"{MAX_NODES} nodes needs under 1 MiB"])
+    depth = count = 0
+    try:
+        for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+            line = f"line {event.start_mark.line + 1}: " if event.start_mark else ""
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise SpecError(source, [f"{line}YAML anchors and aliases (&name, *name) are not allowed in a "
+                                         "cluster spec: write each value out"])
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise SpecError(source, [f"{line}nested more than {MAX_DEPTH} levels deep; a cluster spec "
+                                             "nests 4 levels"])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+            elif isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_SCALAR:
+                raise SpecError(source, [f"{line}a value of {len(event.value)} characters; at most {MAX_SCALAR} "
+                                         "are allowed"])
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent, yaml.ScalarEvent)):
+                count += 1
+                if count > MAX_YAML_NODES:
+                    raise SpecError(source, [f"{line}more than {MAX_YAML_NODES} values; a spec of {MAX_NODES} "
+                                             "nodes (the supported maximum) has far fewer"])
+    except yaml.YAMLError:
+        return  # a syntax error: _parse_yaml says where, with the full story
+
+
+def _check_node_count(data: dict, source: str) -> None:
+    nodes = data.get("nodes")
+    if isinstance(nodes, list) and len(nodes) > MAX_NODES:
+        raise SpecError(source, [f"nodes: {len(nodes)} nodes; at most {MAX_NODES} are supported"])
 
 
 def _required(loc: tuple) -> str:
@@ -325,10 +386,19 @@ def allocate_pod_ranges(pod_cidr: IPNetwork, size: int, wanted: list[IPNetwork |
         raise PodRangeShortage(pod_cidr, size, free_count, taken, len(wanted), needing)
 
     def free() -> Iterator[IPNetwork]:
-        for candidate in pod_cidr.subnets(new_prefix=size):
-            if candidate in small or any(candidate.supernet(new_prefix=p) in rs for p, rs in large.items()):
-                continue
-            yield candidate
+        # by index of /size range inside pod_cidr: walk the gaps between the taken intervals, so the
+        # cost is the number of explicit ranges plus workers, never the size of an explicit range
+        step = 2 ** (pod_cidr.max_prefixlen - size)
+        base = int(pod_cidr.network_address)
+        blocked = sorted({((int(r.network_address) - base) // step, 1) for r in small}
+                         | {((int(r.network_address) - base) // step, 2 ** (size - r.prefixlen))
+                            for rs in large.values() for r in rs})
+        cursor = 0
+        for start, length in blocked + [(2 ** (size - pod_cidr.prefixlen), 0)]:
+            while cursor < start:
+                yield type(pod_cidr)((base + cursor * step, size))
+                cursor += 1
+            cursor = max(cursor, start + length)
 
     ranges = free()
     return [r if r is not None else next(ranges) for r in wanted]
@@ -474,6 +544,8 @@ def _check_nodes(nodes: list[NodeSpec], net: _NetworkFacts, p: _Problems) -> lis
                 addresses[address] = i
             _check_node_address(loc, address, net, p)
         roles = _check_roles(loc, n.roles, p)
+        if address is not None:
+            _check_address_use(loc + ("address",), address, roles, p)
         if n.fqdn is not None and not is_dns_name(n.fqdn):
             p.add(loc + ("fqdn",), f"{n.fqdn!r} is not {SUBDOMAIN_RULE}")
         drafts.append(_NodeDraft(n.name, address, frozenset(roles), n.fqdn, _node_pod_cidr(loc, n, roles, net, p)))
@@ -489,6 +561,39 @@ def _check_node_address(loc: tuple, address: IPAddress, net: _NetworkFacts, p: _
         p.add(loc + ("address",), f"{address} is inside podCIDR {pod_cidr}; node addresses must be outside the pod range")
     if service_cidr is not None and address in service_cidr:
         p.add(loc + ("address",), f"{address} is inside serviceCIDR {service_cidr}; node addresses must be outside the service range")
+
+
+def _unusable_address(address: IPAddress) -> str | None:
+    """Why no machine can have `address`, or None."""
+    if address.is_unspecified:
+        return "the unspecified address (it means 'any', not a machine)"
+    if address.version == 4 and address == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    if address.is_multicast:
+        return "a multicast address"
+    return None
+
+
+def _check_address_use(loc: tuple, address: IPAddress, roles: list[str], p: _Problems) -> None:
+    """A node address other machines can reach: not 0.0.0.0, broadcast or multicast; a controller
+    (or load balancer) not on loopback, which no other node reaches."""
+    why = _unusable_address(address)
+    if why:
+        p.add(loc, f"{address} is {why}; give the node's own unicast address")
+    elif address.is_loopback and ({"controller", "loadbalancer"} & set(roles)):
+        p.add(loc, f"{address} is a loopback address, which the other nodes cannot reach; give the "
+                   f"{'controller' if 'controller' in roles else 'load balancer'}'s own address")
+
+
+def _check_endpoint_use(api: ApiServerSpec, p: _Problems) -> None:
+    """An endpoint written as an IP address must be one clients can connect to."""
+    try:
+        address = ipaddress.ip_address(api.endpoint) if api.endpoint is not None else None
+    except ValueError:
+        return
+    why = address is not None and _unusable_address(address)
+    if why:
+        p.add(("apiServer", "endpoint"), f"{address} is {why}; give the address or DNS name clients connect to")
 
 
 def _check_roles(loc: tuple, given: list[str], p: _Problems) -> list[str]:
@@ -560,6 +665,7 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     version = p.parse(("kubernetesVersion",), parse_version, spec.kubernetesVersion)
     net = _check_network(spec.network, p)
     api = _check_api(spec.apiServer, p)
+    _check_endpoint_use(spec.apiServer, p)
     pki = _check_pki(spec, p, warnings)
     drafts = _check_nodes(spec.nodes, net, p)
     ranges_ok = net.pod_cidr_ok and not any(loc[-1:] == ("podCIDR",) for loc, _ in sink)

@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from . import resources
 from .errors import HardwayError
+from .fsutil import record_beside
 from .lab.tasks import collection as lab_collection
 from .output import console
 from .pipeline import BUNDLES, KUBECONFIGS, NODES, PKI
@@ -135,12 +136,16 @@ def clean(c, out=None, pki=False, yes=False):
     removed = 0
     for name in GENERATED + ((PKI_STORE,) if pki else ()):
         child = root / name
-        if child.is_symlink() or child.is_file():
-            child.unlink()
-        elif child.is_dir():
-            shutil.rmtree(child)
-        else:
-            continue
+        try:
+            if child.is_symlink() or child.is_file():
+                child.unlink()
+            elif child.is_dir():
+                shutil.rmtree(child)
+            else:
+                continue
+        except OSError as e:  # a read-only mount: rmtree names a file relative to a directory it opened
+            raise HardwayError(f"cannot remove {child}: {e.strerror or e}") from None
+        record_beside(child).unlink(missing_ok=True)  # what hardway wrote there: gone with it
         removed += 1
         console.print(f"removed {child}", markup=False)
     if not pki and (root / PKI_STORE).exists():

@@ -36,6 +36,9 @@ def parse_version(text: str) -> KubernetesVersion:
             f"{text!r} is not a Kubernetes release version; write it as vMAJOR.MINOR.PATCH, "
             f"e.g. {DEFAULT_VERSION} (supported minors: {', '.join(SUPPORTED_MINORS)})"
         )
+    if any(len(g) > 3 for g in m.groups()):
+        raise ValueError(f"{str(text)[:40]!r} is not a Kubernetes release version (a number of more than 3 digits); "
+                         f"write it as vMAJOR.MINOR.PATCH, e.g. {DEFAULT_VERSION}")
     version = KubernetesVersion(*(int(g) for g in m.groups()))
     if version.minor_key not in SUPPORTED_MINORS:
         raise ValueError(

@@ -389,3 +389,82 @@ def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_pat
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
     assert "binaries missing: /usr/sbin/haproxy" in r.stderr
     assert calls == []
+
+
+# ---------------------------------------------------------------- links and concurrent runs -----
+
+def _worker_bundle(built, tmp_path: Path) -> tuple[Path, object]:
+    b = built("kthw")
+    node = b.cluster.workers[0].name
+    return unpack(b, node, tmp_path / "bundle"), b.plans[node]
+
+
+def test_a_file_link_out_of_the_root_is_refused(built, dash, tmp_path):
+    """R/etc/crictl.yaml a link to a directory outside R: nothing lands there (it used to be moved in)."""
+    folder, _ = _worker_bundle(built, tmp_path)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    assert install(dash, folder, "--root", str(root)).returncode == 0
+    (root / "etc/crictl.yaml").unlink()
+    (root / "etc/crictl.yaml").symlink_to(outside)
+    r = install(dash, folder, "--root", str(root))
+    assert r.returncode == 1 and "leads out of" in r.stderr and "nothing installed" in r.stderr.lower(), r.stderr
+    assert not list(outside.iterdir())
+
+
+def test_a_linked_directory_out_of_the_root_is_refused(built, dash, tmp_path):
+    folder, _ = _worker_bundle(built, tmp_path)
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir()
+    (root / "etc").symlink_to(outside)
+    r = install(dash, folder, "--root", str(root))
+    assert r.returncode == 1 and "leads out of" in r.stderr, r.stderr
+    assert not list(outside.iterdir()), "installed through a link out of the root"
+
+
+def test_a_link_inside_the_root_is_replaced_not_written_through(built, dash, tmp_path):
+    folder, plan = _worker_bundle(built, tmp_path)
+    root = tmp_path / "root"
+    assert install(dash, folder, "--root", str(root)).returncode == 0
+    keep = root / "keep"
+    keep.mkdir()
+    (root / "etc/crictl.yaml").unlink()
+    (root / "etc/crictl.yaml").symlink_to(keep)
+    r = install(dash, folder, "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert not (root / "etc/crictl.yaml").is_symlink() and not list(keep.iterdir())
+
+
+def _run_pairs(dash: str, folder: Path, plan, tmp_path: Path, pairs: int, env=None) -> None:
+    wanted = {f.path: f for f in plan.files}
+    for i in range(pairs):
+        root = tmp_path / f"root{i}"
+        procs = [subprocess.Popen([dash, str(folder / "install.sh"), "--root", str(root)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, preexec_fn=lambda: os.umask(0))
+                 for _ in range(2)]
+        results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+        for p in procs:
+            p.stdout.close(), p.stderr.close()
+        assert all(code == 0 for code, _ in results), results
+        for path, f in wanted.items():
+            st = (root / path.lstrip("/")).lstat()
+            assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == f.mode, f"pair {i}: {path} {st.st_mode:o}"
+        assert not [p for p in root.rglob("*") if ".hardway-new" in p.name]
+
+
+def test_two_runs_at_once_never_leave_a_wrong_mode(built, dash, tmp_path):
+    folder, plan = _worker_bundle(built, tmp_path)
+    _run_pairs(dash, folder, plan, tmp_path, 30)
+
+
+def test_two_runs_at_once_without_flock_use_a_lock_directory(built, dash, tmp_path):
+    folder, plan = _worker_bundle(built, tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sha256sum", "cmp", "find", "sort", "stat", "id", "grep", "cp", "chmod", "mv", "rm", "mkdir",
+                 "rmdir", "dirname", "readlink", "cat", "sleep", "pwd"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    _run_pairs(dash, folder, plan, tmp_path, 5, env={"PATH": str(bin_dir)})
+    assert not (folder / ".install.lock").exists()

@@ -137,3 +137,15 @@ def test_large_space_is_not_enumerated():
     """An IPv6 /32 holds 2**32 /64s: allocation must stay lazy."""
     got = allocate_pod_ranges(ipaddress.ip_network("fd00::/32"), 64, [None, ipaddress.ip_network("fd00:0:0:1::/64"), None])
     assert [str(g) for g in got] == ["fd00::/64", "fd00:0:0:1::/64", "fd00:0:0:2::/64"]
+
+
+@pytest.mark.parametrize("size", [66, 70, 126])
+def test_allocation_is_not_exponential_in_an_explicit_range(size):
+    """fd00::/48 with one worker on an explicit fd00::/49 and one without: the free range is the
+    first of the upper half, found without walking the 2**(size-49) ranges of the explicit one."""
+    import time
+    pod_cidr = IPv6Network("fd00::/48")
+    start = time.monotonic()
+    got = allocate_pod_ranges(pod_cidr, size, [IPv6Network("fd00::/49"), None])
+    assert got == [IPv6Network("fd00::/49"), IPv6Network((int(IPv6Network("fd00:0:0:8000::/49").network_address), size))]
+    assert time.monotonic() - start < 1

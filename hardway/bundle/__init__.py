@@ -23,7 +23,8 @@ from ..plan import WORKSTATION
 from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
-from .archive import SUFFIX, ArchiveStatus, archived_nodes, locked, remove_archive, write_archive
+from ..fsutil import fsync_dir, read_record, record_beside, remove_written, write_record
+from .archive import SUFFIX, ArchiveStatus, archived_nodes, locked, write_archive
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker
@@ -42,6 +43,7 @@ class BundleRun:
     bundles: Path
     results: list[tuple[str, ArchiveStatus]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # bundles left alone (hardway did not write them)
 
     def count(self, status: ArchiveStatus) -> int:
         return sum(1 for _, s in self.results if s == status)
@@ -71,8 +73,12 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
             raise HardwayError("refused to write bundles that would break least privilege or miss a file "
                                "(a rendering bug; those bundles were left as they were):\n  " + "\n  ".join(refused))
         wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
-        for node in archived_nodes(bundles):
-            if node not in wanted:
-                remove_archive(bundles / f"{node}{SUFFIX}")
-                run.removed.append(node)
+        record = read_record(record_beside(bundles))
+        stale = [f"{node}{SUFFIX}" for node in archived_nodes(bundles) if node not in wanted]
+        removed, run.notes = remove_written(bundles, stale, record)
+        run.removed += [name[: -len(SUFFIX)] for name in removed]
+        if removed:
+            fsync_dir(bundles)
+        # what this run wrote or kept, and nothing else: an unwritten archive (refused) is not ours yet
+        write_record(record_beside(bundles), {f"{node}{SUFFIX}" for node, _ in run.results})
     return run

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import HardwayError
-from ..fsutil import atomic_write, fsync_dir, leftover_temp_files
+from ..fsutil import atomic_write, fsync_dir, leftover_temp_files, open_lock
 from .layout import Member
 
 # 2000-01-01T00:00:00Z. Not 0: some tar versions warn about "implausibly old" time stamps.
@@ -113,7 +113,11 @@ def locked(bundles: Path) -> Iterator[None]:
     if bundles.exists() and not bundles.is_dir():
         raise HardwayError(f"{bundles} is not a directory; hardway writes the bundles there: move it away")
     bundles.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    with open(lock_path(bundles), "a") as lock:
+    try:
+        fd = open_lock(lock_path(bundles))  # never through a (dangling) link
+    except OSError as e:
+        raise HardwayError(f"cannot open the lock file {lock_path(bundles)}: {e.strerror}") from None
+    with open(fd, "a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -4,6 +4,8 @@ Values only (lines with rich markup, tables): the task layer prints them."""
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from rich.table import Table
 
 from .check import BundleReport
@@ -25,6 +27,8 @@ def run_lines(run) -> list[str]:
             lines.append(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
     for node in run.removed[:_LIST_UP_TO]:
         lines.append(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
+    for note in getattr(run, "notes", ()):
+        lines.append(f"[dim]note:[/] {escape(note)}")
     lines.append(f"bundles: {run.count(ArchiveStatus.CREATED)} created, {run.count(ArchiveStatus.UPDATED)} updated, "
                  f"{run.count(ArchiveStatus.UNCHANGED)} unchanged, {len(run.removed)} removed ({run.bundles})")
     return lines

@@ -103,6 +103,54 @@ def _generate_pem(algorithm: str) -> bytes:
     return private_pem(generate_key(algorithm))
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent(hardway_pid: int) -> None:
+    """Pool worker initializer: die with hardway. A worker's parent is the forkserver, which exits
+    only once every holder of its alive pipe has (the workers hold it too): so each worker watches
+    hardway's process itself (a pidfd) and exits when it is gone, and dies with the forkserver too
+    (PR_SET_PDEATHSIG). A SIGKILLed run then leaves no worker computing keys and holding the
+    caller's stderr; the forkserver and the resource tracker follow once the workers are gone."""
+    import signal
+    import threading
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    threading.Thread(target=_exit_when_gone, args=(hardway_pid,), daemon=True).start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    import select
+    import time
+    try:
+        fd = os.pidfd_open(pid)  # readable once the process has exited
+    except (OSError, AttributeError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+    else:
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+    os._exit(1)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM during key generation: unwound like Ctrl-C, so the pool is shut down, not orphaned."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
 def iter_keys(algorithm: str, count: int) -> Iterator[bytes]:
     """`count` new private keys as PEM, as they are made. RSA keys come from a process pool across
     the cores (a forkserver, so the workers inherit none of our descriptors, e.g. the store lock);
@@ -114,11 +162,19 @@ def iter_keys(algorithm: str, count: int) -> Iterator[bytes]:
         return
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])  # workers fork from a server that imported this module once
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    import signal
+    import threading
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM like SIGINT while the pool runs
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent,
+                               initargs=(os.getpid(),))
     try:
         yield from pool.map(_generate_pem, [algorithm] * count, chunksize=1)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def generate_keys(algorithm: str, count: int) -> list[bytes]:

@@ -11,14 +11,17 @@ encryption keys; docs/pki.md explains the decisions.
 
 from __future__ import annotations
 
-import os
+import stat
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from ..errors import HardwayError, check_directory_path
 from ..names import first_names
+from ..fsutil import chmod_nofollow, linked_dir_note
 from ..progress import Progress, silent
 from ..spec import ENCRYPTION_PROVIDERS, Cluster
 from . import issue
@@ -90,18 +93,32 @@ def _raise_errors(errors: Iterable[str]) -> None:
 
 
 def _tighten(root: Path) -> list[str]:
-    """Keys back to 0600, directories to 0700 (a copy or an editor may have loosened them)."""
+    """Keys back to 0600, directories to 0700 (a copy or an editor may have loosened them).
+
+    Never through a link: a `*.key` link to any file is left alone with a note (as root, a link to
+    /etc/passwd would otherwise make it 0600). A directory of the store the operator linked (the
+    store itself, `nodes`, `nodes/<node>`) is tightened, with a note; any other link is not followed."""
     notes = []
     for path in [root, *root.rglob("*")]:
         try:
             st = path.lstat()
         except FileNotFoundError:
             continue
-        if path.is_dir() and st.st_mode & 0o777 != DIR_MODE:
-            os.chmod(path, DIR_MODE)
+        if stat.S_ISLNK(st.st_mode):
+            rel = path.relative_to(root).parts
+            if path.is_dir() and (not rel or rel == (NODES,) or (len(rel) == 2 and rel[0] == NODES)):
+                note = linked_dir_note(path, DIR_MODE)
+                if note:
+                    notes.append(note)
+            elif path.suffix == ".key" and path.exists() and path.stat().st_mode & 0o077:
+                notes.append(f"{path} is a link to {path.resolve()}: its mode was left as it is (hardway never "
+                             "changes a file reached through a link); make it 0600 yourself if it is yours")
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o777 != DIR_MODE:
+            chmod_nofollow(path, DIR_MODE)
             notes.append(f"{path}: directory mode {st.st_mode & 0o777:04o} set to {DIR_MODE:04o}")
-        elif path.is_file() and path.suffix == ".key" and st.st_mode & 0o077:
-            os.chmod(path, KEY_MODE)
+        elif stat.S_ISREG(st.st_mode) and path.suffix == ".key" and st.st_mode & 0o077:
+            chmod_nofollow(path, KEY_MODE)
             notes.append(f"{path}: key mode {st.st_mode & 0o777:04o} set to {KEY_MODE:04o}")
     return notes
 
@@ -255,8 +272,30 @@ def _renewal(leaf: LeafPlan, rotate_keys: bool) -> LeafPlan:
     return replace(leaf, new_key=new_key, action=replace(leaf.action, action=REISSUE, reason=why))
 
 
-def parse_import(arg: str, at: datetime | None = None, catalog: Catalog | None = None) -> ImportedCA:
-    """`NAME=CERT,KEY` → a validated CA to adopt; HardwayError saying what is wrong."""
+MIN_RSA_BITS = 2048  # the spec refuses smaller keys for what hardway makes; an imported CA too
+
+
+def _import_problems(cert, at: datetime, cert_validity: timedelta | None) -> list[str]:
+    """What makes a CA unfit to adopt, beyond `issue.ca_problems`: not valid yet (every leaf would
+    chain to a CA that `openssl verify` rejects), a weak RSA key, or an expiry before the leaves'."""
+    problems = []
+    if cert.not_valid_before_utc > at:
+        problems.append(f"it is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (check the clock "
+                        "of the machine that made it)")
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+        problems.append(f"its key is RSA-{public.key_size}; at least RSA-{MIN_RSA_BITS} is required")
+    if cert_validity is not None and at < cert.not_valid_after_utc < at + cert_validity:
+        problems.append(f"it expires on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, before the certificates it "
+                        f"would sign now (pki.certValidity {cert_validity.days} days); use a CA valid longer, or a "
+                        "shorter certValidity")
+    return problems
+
+
+def parse_import(arg: str, at: datetime | None = None, catalog: Catalog | None = None,
+                 cert_validity: timedelta | None = None) -> ImportedCA:
+    """`NAME=CERT,KEY` → a validated CA to adopt; HardwayError saying what is wrong. `cert_validity`
+    (the spec's): the CA must outlive the leaves it signs now."""
     catalog = catalog or default_catalog()
     at = at or issue.now()
     names = ", ".join(catalog.authority_names)
@@ -280,7 +319,7 @@ def parse_import(arg: str, at: datetime | None = None, catalog: Catalog | None =
         key = issue.load_private_key(key_b)
     except ValueError as e:
         raise HardwayError(f"--import-ca {name}: {key_path}: {e}") from None
-    problems = issue.ca_problems(cert, key, at)
+    problems = issue.ca_problems(cert, key, at) + _import_problems(cert, at, cert_validity)
     if problems:
         raise HardwayError(f"--import-ca {name}: {cert_path} cannot be used as a CA: {'; '.join(problems)}")
     return ImportedCA(name, cert, key, f"{cert_path},{key_path}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from ..errors import HardwayError
-from ..fsutil import fsync_dir, leftover_temp_files, write_batch
+from ..fsutil import chmod_nofollow, fsync_dir, leftover_temp_files, open_lock, write_batch
 
 __all__ = ["Store", "MemoryStore", "OverlayStore", "DiskStore", "ensure_dir", "locked", "leftover_temp_files",
            "cert_rel", "key_rel", "is_secret"]
@@ -174,7 +174,9 @@ def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
         path.mkdir(mode=DIR_MODE)
     except FileExistsError:
         pass
-    os.chmod(path, DIR_MODE)
+    if not chmod_nofollow(path, DIR_MODE) or not path.is_dir():
+        raise HardwayError(f"{path} is not a directory (a link to a file?); hardway keeps part of the PKI store "
+                           "there: move it away")
     if durable:
         fsync_dir(path.parent)
 
@@ -184,7 +186,7 @@ def locked(root: Path) -> Iterator[None]:
     """Hold <store>/.lock for the whole run; refuse at once if another run holds it."""
     ensure_dir(root, root)
     try:
-        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, KEY_MODE)  # an existing lock file is not modified
+        fd = open_lock(root / LOCK)  # an existing lock file is not modified; never through a link
     except OSError as e:
         raise HardwayError(f"cannot open the lock file {root / LOCK}: {e.strerror}") from None
     try:
