@@ -38,13 +38,14 @@ def run_plan(cluster: Cluster, out: Path) -> int:
 
 
 def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[str] = (),
-            retire_old_encryption: bool = False) -> int:
+            retire_old_encryption: bool = False, rename_cluster: bool = False) -> int:
     from .pki import KEEP, parse_import
     from .pki.report import actions_table, summary_line
     pipeline.check_out(out, "pki")
     imports = [parse_import(arg) for arg in import_ca]
     result = pipeline.reconcile_pki(cluster, out, import_ca=imports, new_secrets=new_secret,
-                                    retire_old_encryption=retire_old_encryption, progress=progress)
+                                    retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster,
+                                    progress=progress)
     if any(a.action != KEEP for a in result.actions):
         console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}"))
     for note in result.notes:

@@ -66,7 +66,8 @@ def validate(c, spec=None):
 def plan(c, spec=None, out=None):
     """Show what `pki` and `bundle` would create, keep, change or remove, and why. Writes nothing."""
     from .commands import run_plan
-    return run_plan(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_plan(load(c, spec, root), root)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
@@ -74,41 +75,48 @@ def plan(c, spec=None, out=None):
             "new-secret": "make a new service-account pair or encryption key on purpose, even in a store in use: "
                           "service-account or encryption (repeatable; see docs/pki.md for what it breaks)",
             "retire-old-encryption": "drop the encryption keys kept only to read Secrets written before a provider "
-                                     "change or key rotation (once every Secret is re-encrypted)"},
+                                     "change or key rotation (once every Secret is re-encrypted)",
+            "rename-cluster": "let a store recorded under another cluster name take the spec's name (the same "
+                              "cluster renamed; a separate cluster needs its own --out)"},
       iterable=["import_ca", "new_secret"])
-def pki(c, spec=None, out=None, import_ca=None, new_secret=None, retire_old_encryption=False):
+def pki(c, spec=None, out=None, import_ca=None, new_secret=None, retire_old_encryption=False, rename_cluster=False):
     """Create or reconcile the PKI store (<out>/pki): CAs, every certificate and key, the secrets."""
     from .commands import run_pki
-    return run_pki(load(c, spec), out_dir(c, out), import_ca=list(import_ca or []), new_secret=list(new_secret or []),
-                   retire_old_encryption=retire_old_encryption)
+    root = out_dir(c, out)
+    return run_pki(load(c, spec, root), root, import_ca=list(import_ca or []), new_secret=list(new_secret or []),
+                   retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def kubeconfigs(c, spec=None, out=None):
     """Write one kubeconfig per identity to <out>/kubeconfigs (runs `pki` first)."""
     from .commands import run_kubeconfigs
-    return run_kubeconfigs(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_kubeconfigs(load(c, spec, root), root)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def units(c, spec=None, out=None):
     """Render every node's units and configs into <out>/nodes/<node>/ for review (runs `pki` first)."""
     from .commands import run_units
-    return run_units(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_units(load(c, spec, root), root)
 
 
 @task(default=True, help={"spec": SPEC_HELP, "out": OUT_HELP})
 def bundle(c, spec=None, out=None):
     """Everything: reconcile the PKI, render, and write one bundle per node to <out>/bundles/."""
     from .commands import run_bundle
-    return run_bundle(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_bundle(load(c, spec, root), root)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=None, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
     from .commands import run_check
-    return run_check(load(c, spec), out_dir(c, out), as_json=json)
+    root = out_dir(c, out)
+    return run_check(load(c, spec, root), root, as_json=json)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
@@ -118,7 +126,8 @@ def check(c, spec=None, out=None, json=False):
 def renew(c, spec=None, out=None, entry=None, node=None, rotate_keys=False):
     """Re-issue leaf certificates with the same identity. CAs are reported, never renewed."""
     from .commands import run_renew
-    return run_renew(load(c, spec), out_dir(c, out), entry=entry, node=node, rotate_keys=rotate_keys)
+    root = out_dir(c, out)
+    return run_renew(load(c, spec, root), root, entry=entry, node=node, rotate_keys=rotate_keys)
 
 
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",

@@ -116,6 +116,28 @@ def test_validate_without_spec_uses_the_builtin_example(run_cli, example_path, t
     assert snapshot(tmp_path) == {}
 
 
+@pytest.mark.parametrize("task", ["plan", "bundle", "pki", "check"])
+def test_no_spec_over_an_existing_out_is_refused(task, run_cli, example_path, tmp_path):
+    """The user's spec is cluster.yml, not cluster.yaml: the built-in example must not be planned or
+    written over the store and bundles of their cluster."""
+    (tmp_path / "cluster.yml").write_bytes(example_path("ha").read_bytes())
+    first = run_cli(["bundle", "--spec", "cluster.yml"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = snapshot(tmp_path)
+    result = run_cli([task], cwd=tmp_path)
+    assert result.returncode != 0, result.stdout
+    no_traceback(result)
+    assert "--spec" in result.stderr and "cluster.yml" in result.stderr and "hardway init" in result.stderr
+    assert "to remove" not in result.stdout
+    assert snapshot(tmp_path) == before
+
+
+def test_the_fallback_to_the_example_is_a_warning(run_cli, tmp_path):
+    result = run_cli(["plan"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: no ./cluster.yaml here: using the built-in example kthw" in result.stderr
+
+
 def test_validate_prefers_cluster_yaml_in_the_folder(run_cli, example_path, tmp_path):
     (tmp_path / "cluster.yaml").write_bytes(example_path("ha").read_bytes())
     result = run_cli(["validate"], cwd=tmp_path)
