@@ -207,7 +207,7 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     try:
         tree, data = _parse_yaml(text)
     except yaml.MarkedYAMLError as e:
-        raise SpecError(source, [_yaml_syntax_problem(e)]) from None
+        raise SpecError(source, [_yaml_syntax_problem(e) + _tab_note(text, e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(source, [f"YAML error: {e}"]) from None
     if data is None:
@@ -228,6 +228,16 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     if sink:
         raise SpecError(source, [scan.at(loc) + msg for loc, msg in sink])
     return cluster
+
+
+def _tab_note(text: str, e: yaml.MarkedYAMLError) -> str:
+    """What a YAML error at a tab means: the parser's own words ("found character that cannot start any
+    token") do not say that YAML forbids tabs in indentation."""
+    lines = text.splitlines()
+    marks = [m for m in (e.problem_mark, e.context_mark) if m is not None and m.line < len(lines)]
+    if any("\t" in lines[m.line][:len(lines[m.line]) - len(lines[m.line].lstrip())] for m in marks):
+        return "; tabs are not allowed for indentation in YAML: indent with spaces"
+    return ""
 
 
 def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:

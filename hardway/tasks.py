@@ -62,12 +62,14 @@ def validate(c, spec=None):
     print_summary(load(c, spec))
 
 
-@task(help={"spec": SPEC_HELP, "out": OUT_HELP})
-def plan(c, spec=None, out=None):
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the plan as JSON (also on an error)",
+            "detailed-exitcode": "exit 0 when nothing would change, 1 on an error, 2 when changes are pending"})
+def plan(c, spec=None, out=None, json=False, detailed_exitcode=False):
     """Show what `pki` and `bundle` would create, keep, change or remove, and why. Writes nothing."""
-    from .commands import run_plan
+    from .commands import FAILED, reported, run_plan
     root = out_dir(c, out)
-    return run_plan(load(c, spec, root), root)
+    return reported(lambda: run_plan(load(c, spec, root), root, as_json=json, detailed=detailed_exitcode),
+                    as_json=json, error_code=FAILED if detailed_exitcode else None)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
@@ -114,9 +116,9 @@ def bundle(c, spec=None, out=None):
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=None, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
-    from .commands import run_check
+    from .commands import reported, run_check
     root = out_dir(c, out)
-    return run_check(load(c, spec, root), root, as_json=json)
+    return reported(lambda: run_check(load(c, spec, root), root, as_json=json), as_json=json)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
