@@ -52,12 +52,19 @@ class HardwayProgram(Program):
             self.config.merge()
 
     def parse_tasks(self) -> None:
-        contexts = self.collection.to_contexts()
-        _check_values(self.core.unparsed, {c.name: c for c in contexts}, self.collection)
+        # The parser's own contexts: building them again would consume the tasks' help texts.
         try:
             super().parse_tasks()
         except ParseError as e:
+            contexts = _contexts(self.parser)
+            _check_values(self.core.unparsed, {c.name: c for c in contexts}, self.collection)
             raise ParseError(_explain(e, self.core.unparsed, contexts, self.collection)) from None
+        contexts = _contexts(self.parser)
+        _check_values(self.core.unparsed, {c.name: c for c in contexts}, self.collection)
+
+
+def _contexts(parser) -> list:
+    return list({id(c): c for c in parser.contexts.values()}.values())
 
 
 def _task_names(collection) -> list[str]:
