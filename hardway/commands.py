@@ -194,6 +194,24 @@ def _print_bundle_check(bundles) -> None:
     console.print(check_summary(bundles))
 
 
+def run_credentials(cluster: Cluster, out: Path, kubeconfig: str | None, set_current: bool) -> int:
+    from .credentials import ADMIN, default_path, merge_into_file, names
+    from .pki import load_materials
+    from .render.kubeconfigs import kubeconfig as render_kubeconfig
+    materials = load_materials(cluster, out / "pki")
+    path = Path(kubeconfig).expanduser() if kubeconfig else default_path()
+    done = merge_into_file(path, render_kubeconfig(cluster, materials, ADMIN), cluster.name, set_current)
+    console.print(f"credentials: context {done.context} {done.status} in {done.path}"
+                  f"{' (a new file, mode 0600)' if done.new_file else ''}: cluster {cluster.name}, "
+                  f"user {names(cluster.name)['users']}; other entries untouched", markup=False)
+    console.print(f"try: kubectl --context {done.context} get nodes" if not done.current else
+                  "try: kubectl get nodes", markup=False)
+    if not done.current:
+        console.print(f"`kubectl config use-context {done.context}` (or --set-current) makes it the current context",
+                      markup=False)
+    return 0
+
+
 def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, rotate_keys: bool) -> int:
     from .pki import renew
     from .pki.report import actions_table, summary_line

@@ -122,6 +122,19 @@ def check(c, spec=None, out=None, json=False):
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "kubeconfig": "the kubeconfig to merge into (default: the first file of $KUBECONFIG, else ~/.kube/config; "
+                          "created 0600 when missing)",
+            "set-current": "also make the cluster's context the current one"})
+def credentials(c, spec=None, out=None, kubeconfig=None, set_current=False):
+    """Merge the cluster's admin credentials into your kubeconfig, as a context named after the cluster (run `pki` first).
+
+    Other clusters, users and contexts stay as they are; a re-run (after `renew`) updates the entries in place."""
+    from .commands import run_credentials
+    root = out_dir(c, out)
+    return run_credentials(load(c, spec, root), root, kubeconfig, set_current)
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
             "entry": "renew only this catalog entry (e.g. kube-apiserver)",
             "node": "renew only this node's certificates",
             "rotate-keys": "issue new keys too (default: keep each key)"})
@@ -165,6 +178,6 @@ def clean(c, out=None, pki=False, yes=False):
         console.print(f"nothing to clean in {root}", markup=False)
 
 
-ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, renew, clean)
+ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)
