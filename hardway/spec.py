@@ -72,12 +72,17 @@ class EncryptionSpec(_Model):
     provider: str = "secretbox"
 
 
+class KubeletSpec(_Model):
+    resolvConf: str | None = None  # DEFAULT_RESOLV_CONF; systemd-resolved hosts: /run/systemd/resolve/resolv.conf
+
+
 class NodeSpec(_Model):
     name: str
     address: str
     roles: list[str]
     fqdn: str | None = None
     podCIDR: str | None = None
+    kubelet: KubeletSpec | None = None  # overrides the top-level kubelet settings on this node
 
 
 class ClusterSpec(_Model):
@@ -87,6 +92,7 @@ class ClusterSpec(_Model):
     apiServer: ApiServerSpec = ApiServerSpec()
     pki: PkiSpec = PkiSpec()
     encryption: EncryptionSpec = EncryptionSpec()
+    kubelet: KubeletSpec = KubeletSpec()
     nodes: list[NodeSpec]
 
 
@@ -117,6 +123,7 @@ class Node(_Roles):
     roles: frozenset[str]
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
+    resolv_conf: str = "/etc/resolv.conf"  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
 
     @property
     def url_host(self) -> str:
@@ -737,9 +744,42 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     _check_controllers(spec, drafts, p, warnings)
     if ranges_ok:
         _allocate_worker_ranges(drafts, net, p)
+    resolv_confs = _check_kubelet(spec, p)
     if sink:
         return None
-    return _cluster(spec, source, version, net, api, pki, drafts, warnings)
+    return _with_resolv_confs(_cluster(spec, source, version, net, api, pki, drafts, warnings), resolv_confs)
+
+
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
+_RESOLV_CONF_HINT = ("an absolute path on the node, e.g. /run/systemd/resolve/resolv.conf on hosts running "
+                     "systemd-resolved")
+
+
+def _resolv_conf_problem(path: str) -> str | None:
+    if not path.startswith("/") or any(ch.isspace() or not ch.isprintable() or ch in "\"'" for ch in path):
+        return f"{path!r} is not {_RESOLV_CONF_HINT}"
+    if len(path) > 255 or "/../" in path + "/":
+        return f"{path!r}: give a plain path without '..', at most 255 characters"
+    return None
+
+
+def _check_kubelet(spec: ClusterSpec, p: _Problems) -> list[str]:
+    """kubelet.resolvConf, and each node's override: the resolvConf of every node, in node order."""
+    default = spec.kubelet.resolvConf or DEFAULT_RESOLV_CONF
+    if problem := _resolv_conf_problem(default):
+        p.add(("kubelet", "resolvConf"), problem)
+    found = []
+    for i, n in enumerate(spec.nodes):
+        own = n.kubelet.resolvConf if n.kubelet else None
+        if own is not None and (problem := _resolv_conf_problem(own)):
+            p.add(("nodes", i, "kubelet", "resolvConf"), problem)
+        found.append(own or default)
+    return found
+
+
+def _with_resolv_confs(cluster: Cluster, resolv_confs: list[str]) -> Cluster:
+    from dataclasses import replace
+    return replace(cluster, nodes=tuple(replace(n, resolv_conf=r) for n, r in zip(cluster.nodes, resolv_confs)))
 
 
 def _cluster(spec: ClusterSpec, source: str, version: KubernetesVersion, net: _NetworkFacts, api: _ApiFacts,

@@ -18,7 +18,7 @@ import jinja2
 
 from ..errors import HardwayError
 from ..names import is_ip
-from ..plan import WORKSTATION, NodePlan
+from ..plan import WORKSTATION, NodePlan, hosts_markers
 from ..resources import data_dir
 from ..spec import Cluster
 
@@ -216,6 +216,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         packages=list(notes.packages),
         routes=list(notes.routes),
         hosts=list(notes.hosts),
+        hosts_markers=hosts_markers(cluster.name),
         has=lambda path: path in plan.paths,
         endpoint_is_name=not is_ip(cluster.api_endpoint),
         example_binary=next((b for b in downloads if not b["path"].endswith("/")

@@ -37,6 +37,7 @@ class FileRule:
     purpose: str
     template: str | None = None
     kubeconfig: str | None = None
+    only_with_routes: bool = False  # `when: routes`: only on a node with pod routes to other workers
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,11 @@ def _role_rules(source: str, where: str, raw: Any, kubeconfigs: Mapping[str, Kub
             raise _fail(source, at, f"unknown kubeconfig {f['kubeconfig']!r}; known: {', '.join(kubeconfigs)}")
         if not str(f.get("path", "")).startswith("/"):
             raise _fail(source, at, f"path must be absolute, got {f.get('path')!r}")
+        if f.get("when", "routes") != "routes":
+            raise _fail(source, at, f"when: only `routes` is known, got {f['when']!r}")
         files.append(FileRule(path=f["path"], mode=_mode(source, at, f.get("mode")), purpose=f.get("purpose", ""),
-                              template=f.get("template"), kubeconfig=f.get("kubeconfig")))
+                              template=f.get("template"), kubeconfig=f.get("kubeconfig"),
+                              only_with_routes="when" in f))
     dirs = tuple(PlannedDir(d["path"], _mode(source, f"{where}.directories[{i}]", d.get("mode")), d.get("purpose", ""))
                  for i, d in enumerate(raw.get("directories") or []))
     names = tuple(raw.get("binaries") or ())
