@@ -62,6 +62,13 @@ def validate(c, spec=None):
     print_summary(load(c, spec))
 
 
+@task
+def schema(c):
+    """Print the JSON Schema of cluster.yaml (the shape of the spec) for editors; `validate` checks the values too."""
+    from .schema import schema_text
+    print(schema_text(), end="")
+
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the plan as JSON (also on an error)",
             "detailed-exitcode": "exit 0 when nothing would change, 1 on an error, 2 when changes are pending"})
 def plan(c, spec=None, out=None, json=False, detailed_exitcode=False):
@@ -178,6 +185,6 @@ def clean(c, out=None, pki=False, yes=False):
         console.print(f"nothing to clean in {root}", markup=False)
 
 
-ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
+ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)
