@@ -300,8 +300,15 @@ def test_start_refuses_without_systemd(built, dash, tmp_path, prerequisite):
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path,
                             prerequisite, systemd=False)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "install.sh: preflight systemd: systemd is not the running init" in r.stderr, r.stderr
+    assert "install without --start" in r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
+    # with the preflight skipped, the guard of --start itself still refuses
+    (tmp_path / "again").mkdir()
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start --skip-preflight all; echo rc=$?; ls -A /etc | wc -l",
+                            tmp_path / "again", prerequisite, systemd=False)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr
     assert "needs systemd" in r.stderr
-    assert calls == []
 
 
 def test_install_sh_is_posix_sh(built, prerequisite):
@@ -356,8 +363,10 @@ def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, pre
     fake_binaries = " && ".join([f"mkdir -p {os.path.dirname(p)} && printf '#!/bin/sh\\n' > {p} && chmod 755 {p}"
                                  for p in binaries] or [":"])
     listing = " ".join(f.path for f in plan.files)
-    r, calls = in_namespace(f"{fake_binaries} && {dash} {folder}/install.sh --start && echo --- >> {tmp_path}/systemctl.log"
-                            f" && {dash} {folder}/install.sh --start && stat -c '%a %n' {listing}", tmp_path, prerequisite)
+    # The preflight (this host is not the node) has its own tests: here, what --start does.
+    start = f"{dash} {folder}/install.sh --start --skip-preflight all"
+    r, calls = in_namespace(f"{fake_binaries} && {start} && echo --- >> {tmp_path}/systemctl.log"
+                            f" && {start} && stat -c '%a %n' {listing}", tmp_path, prerequisite)
     assert r.returncode == 0, r.stdout + r.stderr
     first, second = calls[:calls.index("---")], calls[calls.index("---") + 1:]
     # Every job is queued without waiting (--no-block: an etcd member waiting for its peers must not
@@ -378,8 +387,14 @@ def test_start_refuses_before_installing_when_binaries_are_missing(built, dash, 
     folder = unpack(b, "server", tmp_path / "bundle")
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "preflight binaries: /usr/local/bin/kube-apiserver is missing" in r.stderr, r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
+    (tmp_path / "again").mkdir()
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start --skip-preflight all; echo rc=$?; ls -A /etc | wc -l",
+                            tmp_path / "again", prerequisite)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr
     assert "binaries missing" in r.stderr and "/usr/local/bin/kube-apiserver" in r.stderr
-    assert calls == []
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
 
 
 def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_path, prerequisite):
@@ -387,5 +402,128 @@ def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_pat
     folder = unpack(built("ha"), "lb", tmp_path / "bundle")
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
-    assert "binaries missing: /usr/sbin/haproxy" in r.stderr
-    assert calls == []
+    assert "preflight binaries: /usr/sbin/haproxy is missing" in r.stderr, r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
+
+
+# ---------------------------------------------------------------- preflight ---------------------
+# Under --root the checks are skipped (the staging root is not the node); HARDWAY_PREFLIGHT_MACHINE
+# points them at a directory standing in for the node's machine, and PATH at stand-ins for `ip`,
+# `ss`, `date` and `systemctl`: so each check's verdict and message are exercised here, under dash.
+
+def fake_machine(tmp_path: Path, b: Built, node: str, *, broken: frozenset[str] = frozenset(),
+                 version: str | None = None) -> dict[str, str]:
+    """A stand-in machine for `node` that passes every check but those in `broken`; the environment
+    that points install.sh at it."""
+    plan, n = b.plans[node], b.cluster.node(node)
+    machine, bin_dir = tmp_path / "machine", tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+
+    def put(path: str, text: str, mode: int = 0o644) -> None:
+        p = machine / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        p.chmod(mode)
+
+    for binary in plan.notes["binaries"]:
+        if "binaries" in broken and binary["name"] in ("kubelet", "etcd"):
+            continue  # missing
+        if binary["path"].endswith("/"):
+            put(binary["path"] + "bridge", "#!/bin/sh\n", 0o755)
+            continue
+        shown = version if version and binary["name"] in ("kubelet", "kube-apiserver") else binary["version"]
+        put(binary["path"], f"#!/bin/sh\necho '{binary['name']} version {shown}'\n", 0o755)
+    put("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
+        + ("/swapfile file 1024 0 -2\n" if "swap" in broken else ""))
+    put("/proc/modules", "" if "modules" in broken else "overlay 1 0 - Live 0\nbr_netfilter 1 0 - Live 0\n")
+    put("/proc/sys/kernel/hostname", ("elsewhere" if "hostname" in broken else node) + "\n")
+    for f in plan.files:
+        if f.path.startswith("/etc/sysctl.d/"):
+            for line in f.data.decode().splitlines():
+                key, eq, value = line.partition("=")
+                if eq and not key.startswith("#"):
+                    wrong = "sysctls" in broken and key.strip() == "net.ipv4.ip_forward"
+                    put("/proc/sys/" + key.strip().replace(".", "/"), ("0" if wrong else value.strip()) + "\n")
+    address = "192.0.2.99" if "address" in broken else str(n.address)
+    stubs = {
+        "ip": f"echo '2: eth0    inet {address}/24 brd + scope global eth0'",
+        "ss": "echo 'LISTEN 0 4096 0.0.0.0:10250 0.0.0.0:*'" if "ports" in broken else ":",
+        "systemctl": "exit 3",  # no unit of ours is active
+        "date": 'case "$*" in *+%s*) echo 1 ;; *) /bin/date "$@" ;; esac' if "clock" in broken else 'exec /bin/date "$@"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "HARDWAY_PREFLIGHT_MACHINE": str(machine), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def install_env(dash: str, folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([dash, str(folder / "install.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_preflight_is_skipped_under_root_and_says_so(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "node-0", tmp_path / "b")
+    r = install(dash, folder, "--dry-run", "--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stderr
+    assert "preflight: skipped under --root" in r.stdout
+
+
+@pytest.mark.parametrize("node", ["node-0", "server"])
+def test_preflight_passes_on_a_ready_machine(built, dash, tmp_path, node):
+    b = built("kthw")
+    folder = unpack(b, node, tmp_path / "b")
+    env = fake_machine(tmp_path, b, node)
+    r = install_env(dash, folder, env, "--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "preflight: passed" in r.stdout and (tmp_path / "root" / "etc").is_dir()
+
+
+PREFLIGHT_FAILURES = {  # check -> (node, what the message must say: the problem and its fix)
+    "binaries": ("node-0", ["/usr/local/bin/kubelet is missing", "download it (INSTALL.md, step 2)"]),
+    "swap": ("node-0", ["swap is on", "sudo swapoff -a"]),
+    "modules": ("node-0", ["kernel module br_netfilter is not loaded", "sudo modprobe br_netfilter"]),
+    "sysctls": ("node-0", ["net.ipv4.ip_forward is 0, the node needs 1", "sudo sysctl -w net.ipv4.ip_forward=1"]),
+    "ports": ("node-0", ["port 10250 (kubelet.service) is in use", "ss -ltnp"]),
+    "hostname": ("server", ["this machine is 'elsewhere', not node server", "hostnamectl set-hostname server"]),
+    "address": ("server", ["no address 10.240.0.10", "correct nodes[].address"]),
+    "clock": ("server", ["outside the certificates' validity", "timedatectl set-ntp true"]),
+}
+
+
+@pytest.mark.parametrize("check", sorted(PREFLIGHT_FAILURES))
+@pytest.mark.parametrize("dry", [False, True], ids=["install", "dry-run"])
+def test_each_preflight_failure_names_its_fix_and_installs_nothing(built, dash, tmp_path, check, dry):
+    node, words = PREFLIGHT_FAILURES[check]
+    b = built("kthw")
+    folder = unpack(b, node, tmp_path / "b")
+    env = fake_machine(tmp_path, b, node, broken=frozenset({check}))
+    root = tmp_path / "root"
+    r = install_env(dash, folder, env, *(["--dry-run"] if dry else []), "--root", str(root))
+    assert r.returncode == 1, r.stdout + r.stderr
+    problems = [line for line in r.stderr.splitlines() if line.startswith("install.sh: preflight ")]
+    assert problems and all(line.startswith(f"install.sh: preflight {check}: ") for line in problems), r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+    assert "--skip-preflight NAME" in r.stderr
+    assert not root.exists(), "nothing installed"
+    # the user who knows better skips it
+    r = install_env(dash, folder, env, "--skip-preflight", check, "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert f"preflight: passed (skipped: {check})" in r.stdout
+
+
+def test_a_binary_at_another_version_is_named(built, dash, tmp_path):
+    b = built("kthw")
+    folder = unpack(b, "node-0", tmp_path / "b")
+    env = fake_machine(tmp_path, b, "node-0", version="v1.36.0")
+    r = install_env(dash, folder, env, "--root", str(tmp_path / "root"))
+    assert r.returncode == 1
+    assert "/usr/local/bin/kubelet reports 'kubelet version v1.36.0', not v1.37.2" in r.stderr, r.stderr
+
+
+def test_skip_preflight_refuses_an_unknown_check(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "node-0", tmp_path / "b")
+    r = install(dash, folder, "--skip-preflight", "swapp", "--root", str(tmp_path / "root"))
+    assert r.returncode == 1 and "--skip-preflight swapp: no such check" in r.stderr
+    assert not (tmp_path / "root").exists()

@@ -191,6 +191,38 @@ def _modules(files: list) -> list[str]:
     return names
 
 
+def _sysctls(files: list) -> list[tuple[str, str]]:
+    """(key, value) of the sysctl.d files: `key = value` lines (# and ; start comments)."""
+    found = []
+    for f in files:
+        for line in f.data.decode(errors="replace").splitlines():
+            key, eq, value = line.strip().partition("=")
+            if eq and key and key.strip()[0] not in "#;":
+                found.append((key.strip(), value.strip()))
+    return found
+
+
+def _cert_window(files: list) -> tuple[int, int] | None:
+    """(latest notBefore, earliest notAfter) of the node's certificates, as Unix times: the clock of a
+    node must lie between them, or TLS fails (install.sh's preflight `clock`)."""
+    from cryptography import x509
+    starts, ends = [], []
+    for f in files:
+        if f.path.endswith(".crt"):
+            cert = x509.load_pem_x509_certificate(f.data)
+            starts.append(int(cert.not_valid_before_utc.timestamp()))
+            ends.append(int(cert.not_valid_after_utc.timestamp()))
+    return (max(starts), min(ends)) if starts else None
+
+
+def _window_text(window: tuple[int, int] | None) -> str:
+    from datetime import datetime, timezone
+    if window is None:
+        return ""
+    start, end = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") for t in window)
+    return f"{start} to {end} UTC"
+
+
 def context(cluster: Cluster, plan: NodePlan) -> dict:
     """What the templates of units/bundle/ see, built once per bundle."""
     notes = plan.notes
@@ -207,6 +239,10 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         modules_files=modules_files,
         modules=_modules(modules_files),
         sysctl_files=[f for f in files if f.path.startswith("/etc/sysctl.d/")],
+        sysctls=_sysctls([f for f in files if f.path.startswith("/etc/sysctl.d/")]),
+        cert_window=_cert_window(files),
+        cert_window_text=_window_text(_cert_window(files)),
+        node_spec=next((n for n in cluster.nodes if n.name == plan.node), None),
         directories=sorted(plan.directories, key=lambda d: d.path),
         units=list(plan.units),
         manifest=manifest_text(entries),
