@@ -80,8 +80,8 @@ def test_bundle_layout_of_a_node(ha):
     rootfs = {n[len("controller-0/rootfs"):] for n in files if n.startswith("controller-0/rootfs/")}
     assert rootfs == {f.path for f in plan.files}
     assert set(files) - {f"controller-0/rootfs{p}" for p in rootfs} == \
-        {"controller-0/install.sh", "controller-0/INSTALL.md", "controller-0/SHA256SUMS"}
-    assert files["controller-0/install.sh"].mode == 0o755
+        {"controller-0/install.sh", "controller-0/INSTALL.md", "controller-0/SHA256SUMS", "controller-0/fetch-binaries.sh"}
+    assert files["controller-0/install.sh"].mode == 0o755 and files["controller-0/fetch-binaries.sh"].mode == 0o755
     # SHA256SUMS: one line per planned file, in `sha256sum -c` format, hashes of the planned bytes
     lines = files["controller-0/SHA256SUMS"].data.decode().splitlines()
     assert len(lines) == len(plan.files)

@@ -527,3 +527,122 @@ def test_skip_preflight_refuses_an_unknown_check(built, dash, tmp_path):
     r = install(dash, folder, "--skip-preflight", "swapp", "--root", str(tmp_path / "root"))
     assert r.returncode == 1 and "--skip-preflight swapp: no such check" in r.stderr
     assert not (tmp_path / "root").exists()
+
+
+# ---------------------------------------------------------------- fetch-binaries.sh -------------
+# The bundle's fetch-binaries.sh under dash, with `curl` serving release files made here in each
+# project's own checksum format (units/plan.yaml, `fetch`), `install` recording what it would put
+# where, `uname -m` saying x86_64: every binary is verified before it is installed, and a file that
+# does not match its published SHA-256 stops the script before anything more is installed.
+
+def _release_files(plan, where: Path, arch: str = "amd64") -> dict[str, str]:
+    """Each artifact and checksum file of the plan's binaries, by URL basename, as its project
+    publishes it: a bare binary, or a tar.gz holding the members `take` names."""
+    import hashlib
+    import io
+    where.mkdir(parents=True)
+    for b in plan.notes["binaries"]:
+        f = b.get("fetch")
+        if not f:
+            continue
+        artifact = f["artifact"].replace("${ARCH}", arch).rsplit("/", 1)[1]
+        sums = f["checksum"].replace("${ARCH}", arch).rsplit("/", 1)[1]
+        take = (f.get("take") or "").replace("${ARCH}", arch)
+        target = where / artifact
+        if not target.exists():
+            if not take:
+                target.write_text(f"#!/bin/sh\necho {b['name']}\n")
+            else:
+                with tarfile.open(target, "w:gz") as tar:
+                    names = [f"{take}containerd", f"{take}ctr"] if take.endswith("/") else \
+                            ["bridge", "loopback"] if take == "." else [take]
+                    # etcd's archive holds etcd and etcdctl
+                    if take.endswith("/etcd") or take.endswith("/etcdctl"):
+                        names = [take.rsplit("/", 1)[0] + "/etcd", take.rsplit("/", 1)[0] + "/etcdctl"]
+                    for name in names:
+                        data = f"#!/bin/sh\necho {name}\n".encode()
+                        info = tarfile.TarInfo(name)
+                        info.size, info.mode = len(data), 0o755
+                        tar.addfile(info, io.BytesIO(data))
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        line = f"{digest}  {artifact}\n"
+        if f.get("sums"):
+            other = "0" * 64 + "  some-other-file.tar.gz\n"  # a SHA256SUMS lists other files too
+            existing = (where / sums).read_text() if (where / sums).exists() else other
+            if line not in existing:
+                (where / sums).write_text(existing + line)
+        else:
+            (where / sums).write_text(digest + "\n")
+    return {}
+
+
+def run_fetch(dash: str, folder: Path, releases: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    stubs, log = tmp_path / "stubs", tmp_path / "install.log"
+    stubs.mkdir()
+    (stubs / "curl").write_text(f'#!/bin/sh\nfor a; do url=$a; done\ncp "{releases}/${{url##*/}}" .\n')
+    (stubs / "install").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (stubs / "uname").write_text("#!/bin/sh\necho x86_64\n")
+    # tar into a system directory (the CNI plugins) is recorded, never run here; into . it is real
+    (stubs / "tar").write_text(f'#!/bin/sh\ncase " $* " in *" -C "*) echo "tar $*" >> {log} ;; '
+                               f'*) exec {shutil.which("tar")} "$@" ;; esac\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    r = subprocess.run([dash, str(folder / "fetch-binaries.sh")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+@pytest.mark.parametrize("node", ["node-0", "server"])
+def test_fetch_binaries_verifies_then_installs_each_binary(built, dash, tmp_path, node):
+    b = built("kthw")
+    plan = b.plans[node]
+    folder = unpack(b, node, tmp_path / "b")
+    _release_files(plan, tmp_path / "releases")
+    r, installs = run_fetch(dash, folder, tmp_path / "releases", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(": OK") >= len({x["fetch"]["artifact"] for x in plan.notes["binaries"] if x.get("fetch")})
+    targets = {line.split()[-1] for line in installs}
+    for x in plan.notes["binaries"]:
+        if not x.get("fetch"):
+            continue
+        path = x["path"]
+        if x["fetch"].get("take") == ".":
+            assert any(line.startswith("-d ") and line.endswith(path) for line in installs), installs
+            assert any(line.startswith("tar -xzf ") and line.endswith(f"--no-same-owner -C {path}")
+                       for line in installs), installs
+        elif (x["fetch"].get("take") or "").endswith("/"):
+            assert path.rsplit("/", 1)[0] + "/" in targets, installs
+        else:
+            assert path in targets, installs
+    assert all(line.startswith(("-o root -g root -m 0755", "-d -o root -g root -m 0755", "tar "))
+               for line in installs)
+
+
+def test_fetch_binaries_stops_at_a_checksum_mismatch(built, dash, tmp_path):
+    b = built("kthw")
+    folder = unpack(b, "node-0", tmp_path / "b")
+    _release_files(b.plans["node-0"], tmp_path / "releases")
+    (tmp_path / "releases" / "kubelet").write_text("#!/bin/sh\necho tampered\n")
+    r, installs = run_fetch(dash, folder, tmp_path / "releases", tmp_path)
+    assert r.returncode != 0
+    assert "kubelet: FAILED" in r.stdout + r.stderr
+    assert not any(line.endswith("/usr/local/bin/kubelet") for line in installs)
+    assert not any(line.endswith("/usr/local/bin/kube-proxy") for line in installs), "nothing after it"
+
+
+def test_fetch_binaries_is_posix_and_shellcheck_clean(built, prerequisite):
+    b = built("ha")
+    for node in ("controller-0", "node-0"):
+        with tarfile.open(b.out / "bundles" / f"{node}.tar.gz") as tar:
+            member = tar.getmember(f"{node}/fetch-binaries.sh")
+            script = tar.extractfile(member).read()
+            assert member.mode == 0o755
+        for shell in ("dash", "sh"):
+            assert subprocess.run([shell, "-n"], input=script, capture_output=True).returncode == 0
+        if not shutil.which("shellcheck"):
+            prerequisite("shellcheck", "apt-get install -y shellcheck")
+        r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True)
+        assert r.returncode == 0, r.stdout.decode()
+    with tarfile.open(b.out / "bundles" / "lb.tar.gz") as tar:  # haproxy comes from a Debian package
+        assert "lb/fetch-binaries.sh" not in tar.getnames()

@@ -26,6 +26,7 @@ ROOTFS = "rootfs"
 SUMS = "SHA256SUMS"
 INSTALL_SH = "install.sh"
 INSTALL_MD = "INSTALL.md"
+FETCH_SH = "fetch-binaries.sh"  # downloads and verifies the binaries; install.sh never runs it
 README = "README.md"
 # Folder and archive modes: the folder holds keys, so only its owner may enter it once unpacked.
 TOP_DIR_MODE = 0o700
@@ -144,6 +145,8 @@ def members(cluster: Cluster, plan: NodePlan) -> list[Member]:
     else:
         files.append(Member(INSTALL_SH, 0o755, render("install.sh.j2", texts).encode()))
         files.append(Member(INSTALL_MD, 0o644, render("INSTALL.md.j2", texts).encode()))
+        if texts["fetched"]:
+            files.append(Member(FETCH_SH, 0o755, render("fetch-binaries.sh.j2", texts).encode()))
     dirs: set[str] = set()
     for m in files:
         parts = m.name.split("/")[:-1]
@@ -248,6 +251,8 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         manifest=manifest_text(entries),
         binaries=list(notes.binaries),
         downloads=downloads,  # the other binaries come from Debian packages
+        fetched=[b for b in downloads if b.get("fetch")],
+        fetch_sh=FETCH_SH,
         packaged=[b for b in notes.binaries if "package" in b],
         packages=list(notes.packages),
         routes=list(notes.routes),

@@ -117,8 +117,10 @@ class _Shared:
                             "url_hint": f"the Debian package `{b['package']}` (step 2)"})
                 continue
             version = str(self.cluster.version).lstrip("v") if b["version"] == "kubernetes" else str(self.version[b["version"]])
+            fetch = {k: v.replace("{version}", version) if isinstance(v, str) else v
+                     for k, v in (b.get("fetch") or {}).items()}
             out.append({"name": name, "version": f"v{version}", "path": b["path"],
-                        "url_hint": b["url"].replace("{version}", version)})
+                        "url_hint": b["url"].replace("{version}", version), "fetch": fetch})
         return out
 
 
