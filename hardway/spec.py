@@ -39,6 +39,7 @@ PROVIDER_WARNINGS = {
 DEFAULT_NODE_POD_CIDR_SIZE = {4: 24, 6: 64}
 # kube-apiserver refuses a service range with more host bits than this (validateMaxCIDRRange).
 MAX_SERVICE_HOST_BITS = 20
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"  # the kubelet's resolvConf unless kubelet.resolvConf says otherwise
 
 
 
@@ -123,7 +124,7 @@ class Node(_Roles):
     roles: frozenset[str]
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
-    resolv_conf: str = "/etc/resolv.conf"  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
+    resolv_conf: str = DEFAULT_RESOLV_CONF  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
 
     @property
     def url_host(self) -> str:
@@ -750,7 +751,6 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     return _with_resolv_confs(_cluster(spec, source, version, net, api, pki, drafts, warnings), resolv_confs)
 
 
-DEFAULT_RESOLV_CONF = "/etc/resolv.conf"
 _RESOLV_CONF_HINT = ("an absolute path on the node, e.g. /run/systemd/resolve/resolv.conf on hosts running "
                      "systemd-resolved")
 

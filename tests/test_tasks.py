@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-TASKS = ("init", "validate", "plan", "pki", "kubeconfigs", "units", "bundle", "check", "renew", "clean")
+TASKS = ("init", "validate", "schema", "plan", "pki", "kubeconfigs", "units", "bundle", "check", "credentials", "renew",
+         "clean")
 # which of --spec / --out each task takes (init's --spec is the file it writes)
 FLAGS = {
-    "init": ("--spec",), "validate": ("--spec",), "clean": ("--out",),
-    **{t: ("--spec", "--out") for t in ("plan", "pki", "kubeconfigs", "units", "bundle", "check", "renew")},
+    "init": ("--spec",), "validate": ("--spec",), "clean": ("--out",), "schema": (),
+    **{t: ("--spec", "--out") for t in ("plan", "pki", "kubeconfigs", "units", "bundle", "check", "credentials", "renew")},
 }
 TOOLS = ("inv", "hardway")
 
