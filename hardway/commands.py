@@ -10,12 +10,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rich.markup import escape
+
 from . import pipeline
+from .errors import HardwayError
 from .output import console, err_console, progress
 from .spec import Cluster
 
+NO_CHANGES, FAILED, CHANGES_PENDING = 0, 1, 2  # plan --detailed-exitcode, as terraform's
 
-def run_plan(cluster: Cluster, out: Path) -> int:
+
+def reported(body, as_json: bool = False, error_code: int | None = None) -> int:
+    """Run a task body; a HardwayError (a bad spec included) is also printed as JSON on stdout when
+    `as_json`, so a script reads JSON whatever happened, and exits with `error_code` when one is given."""
+    try:
+        return body()
+    except HardwayError as e:
+        if as_json:
+            print(json.dumps({"ok": False, "error": str(e)}, indent=2))
+        if error_code is not None:
+            e.exit_code = error_code
+        raise
+
+
+def run_plan(cluster: Cluster, out: Path, as_json: bool = False, detailed: bool = False) -> int:
+    """Print the plan (or JSON). Exit 0, or with `detailed`: 0 nothing to change, 1 an error, 2 changes pending."""
+    if as_json:
+        return _plan_json(cluster, out, detailed)
     from .pki import ERROR
     from .pki.reconcile import plan_report
     from .pki.report import actions_table, summary_line
@@ -24,7 +45,7 @@ def run_plan(cluster: Cluster, out: Path) -> int:
     actions = report.actions
     console.print(actions_table(actions, title=f"PKI store {out / 'pki'}"))
     for note in report.notes:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
     console.print(f"pki: {summary_line(actions, ('to create', 'to keep', 'to re-issue'))}")
     if any(a.action == ERROR for a in actions):
         console.print("bundles: not planned until the PKI store's errors above are fixed")
@@ -34,22 +55,45 @@ def run_plan(cluster: Cluster, out: Path) -> int:
     changes = plan_bundles(cluster, out)
     _print_lines(plan_lines(changes, out / "bundles"))
     console.print(plan_summary(changes))
-    return 0
+    return _plan_code(actions, changes) if detailed else 0
+
+
+def _plan_code(actions, changes) -> int:
+    from .bundle.diff import BundleStatus
+    from .pki import KEEP
+    pending = any(a.action != KEEP for a in actions) or any(c.status != BundleStatus.UNCHANGED for c in changes)
+    return CHANGES_PENDING if pending else NO_CHANGES
+
+
+def _plan_json(cluster: Cluster, out: Path, detailed: bool) -> int:
+    from .bundle import plan_bundles
+    from .pki import ERROR
+    from .pki.reconcile import plan_report
+    pipeline.check_out(out, "pki", "bundles")
+    report = plan_report(cluster, out / "pki")
+    failed = any(a.action == ERROR for a in report.actions)
+    changes = [] if failed else plan_bundles(cluster, out)
+    code = FAILED if failed else _plan_code(report.actions, changes)
+    print(json.dumps({"ok": not failed, "changes": code == CHANGES_PENDING, "cluster": cluster.name,
+                      "pki": {"actions": [a.to_dict() for a in report.actions], "notes": report.notes},
+                      "bundles": None if failed else [c.to_dict() for c in changes]}, indent=2))
+    return code if detailed or failed else 0
 
 
 def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[str] = (),
-            retire_old_encryption: bool = False) -> int:
+            retire_old_encryption: bool = False, rename_cluster: bool = False) -> int:
     from .pki import KEEP, parse_import
     from .pki.report import actions_table, summary_line
     pipeline.check_out(out, "pki")
     imports = [parse_import(arg, cert_validity=cluster.cert_validity) for arg in import_ca]
     result = pipeline.reconcile_pki(cluster, out, import_ca=imports, new_secrets=new_secret,
-                                    retire_old_encryption=retire_old_encryption, progress=progress)
+                                    retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster,
+                                    progress=progress)
     if any(a.action != KEEP for a in result.actions):
         console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}"))
     for note in result.notes:
-        err_console.print(f"[dim]note:[/] {note}")
-    console.print(f"pki: {summary_line(result.actions)} ({out / 'pki'})")
+        err_console.print(f"[dim]note:[/] {escape(note)}")
+    console.print(f"pki: {summary_line(result.actions)} ({escape(str(out / 'pki'))})")
     return 0
 
 
@@ -58,9 +102,9 @@ def print_pki_step(result, out: Path) -> None:
     from .pki import KEEP
     from .pki.report import summary_line
     for note in result.notes:
-        err_console.print(f"[dim]note:[/] {note}")
+        err_console.print(f"[dim]note:[/] {escape(note)}")
     if any(a.action != KEEP for a in result.actions):
-        console.print(f"pki: {summary_line(result.actions)} ({out / 'pki'})")
+        console.print(f"pki: {summary_line(result.actions)} ({escape(str(out / 'pki'))})")
 
 
 def _print_lines(lines: list[str]) -> None:
@@ -72,14 +116,14 @@ def run_kubeconfigs(cluster: Cluster, out: Path) -> int:
     done = pipeline.kubeconfigs(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out))
     target, written = done.directory, done.written
     for name in written[:20]:
-        console.print(f"wrote {target / name}")
+        console.print(f"wrote {target / name}", markup=False)
     if len(written) > 20:
         console.print(f"... and {len(written) - 20} more")
     for name in done.removed:
-        console.print(f"removed {target / name} (no longer in the spec)")
+        console.print(f"removed {target / name} (no longer in the spec)", markup=False)
     for note in done.notes:
         console.print(f"note: {note}", markup=False)
-    console.print(f"kubeconfigs: {len(written)} written, {len(done.unchanged)} unchanged, {len(done.removed)} removed ({target})")
+    console.print(f"kubeconfigs: {len(written)} written, {len(done.unchanged)} unchanged, {len(done.removed)} removed ({target})", markup=False)
     return 0
 
 
@@ -89,12 +133,12 @@ def run_units(cluster: Cluster, out: Path) -> int:
     shown = plans if len(plans) <= 30 else plans[:10] + plans[-1:]
     for p in shown:
         roles = ",".join(sorted(p.roles)) or "operator"
-        console.print(f"{p.node:<20} {roles:<22} {p.notes.file_count:>3} files  {' '.join(p.units)}")
+        console.print(f"{p.node:<20} {roles:<22} {p.notes.file_count:>3} files  {' '.join(p.units)}", markup=False)
     if len(shown) < len(plans):
         console.print(f"... and {len(plans) - len(shown)} more nodes")
     for note in trees.notes:
         console.print(f"note: {note}", markup=False)
-    console.print(f"units: {len(plans)} file trees in {trees.directory} (one per node, plus the workstation)")
+    console.print(f"units: {len(plans)} file trees in {trees.directory} (one per node, plus the workstation)", markup=False)
     return 0
 
 
@@ -105,7 +149,13 @@ def print_bundle_run(run) -> None:
 
 
 def run_bundle(cluster: Cluster, out: Path) -> int:
-    print_bundle_run(pipeline.bundle(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out)))
+    from .bundle.layout import README
+    from .plan import WORKSTATION
+    run = pipeline.bundle(cluster, out, progress=progress, on_pki=lambda r: print_pki_step(r, out))
+    print_bundle_run(run)
+    archive = run.bundles / f"{WORKSTATION}.tar.gz"
+    console.print(f"next: `tar -xzf {archive}` and follow {WORKSTATION}/{README}: the bring-up order of the "
+                  "whole cluster, node by node (each node's bundle has its own INSTALL.md)", markup=False)
     return 0
 
 
@@ -121,9 +171,9 @@ def run_check(cluster: Cluster, out: Path, as_json: bool) -> int:
     else:
         console.print(check_table(report))
         for w in report.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
+            console.print(f"[yellow]warning:[/] {escape(w)}")
         for p in report.problems:
-            console.print(f"[bold red]problem:[/] {p}")
+            console.print(f"[bold red]problem:[/] {escape(p)}")
         console.print(f"pki: {'ok' if report.ok else f'{len(report.problems)} problem(s)'}, "
                       f"{len(report.warnings)} warning(s), {len(report.rows)} certificates")
         _print_bundle_check(bundles)
@@ -147,10 +197,28 @@ def _print_bundle_check(bundles) -> None:
     if bundles.rows:
         console.print(bundle_table(bundles))
     for note in bundles.notes:
-        console.print(f"[dim]note:[/] {note}")
+        console.print(f"[dim]note:[/] {escape(note)}")
     for p in bundles.all_problems():
-        console.print(f"[bold red]problem:[/] {p}")
+        console.print(f"[bold red]problem:[/] {escape(p)}")
     console.print(check_summary(bundles))
+
+
+def run_credentials(cluster: Cluster, out: Path, kubeconfig: str | None, set_current: bool) -> int:
+    from .credentials import ADMIN, default_path, merge_into_file, names
+    from .pki import load_materials
+    from .render.kubeconfigs import kubeconfig as render_kubeconfig
+    materials = load_materials(cluster, out / "pki")
+    path = Path(kubeconfig).expanduser() if kubeconfig else default_path()
+    done = merge_into_file(path, render_kubeconfig(cluster, materials, ADMIN), cluster.name, set_current)
+    console.print(f"credentials: context {done.context} {done.status} in {done.path}"
+                  f"{' (a new file, mode 0600)' if done.new_file else ''}: cluster {cluster.name}, "
+                  f"user {names(cluster.name)['users']}; other entries untouched", markup=False)
+    console.print(f"try: kubectl --context {done.context} get nodes" if not done.current else
+                  "try: kubectl get nodes", markup=False)
+    if not done.current:
+        console.print(f"`kubectl config use-context {done.context}` (or --set-current) makes it the current context",
+                      markup=False)
+    return 0
 
 
 def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, rotate_keys: bool) -> int:
@@ -160,6 +228,6 @@ def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, 
     result = renew(cluster, out / "pki", entry=entry, node=node, rotate_keys=rotate_keys, progress=progress)
     console.print(actions_table(result.actions, title=f"PKI store {out / 'pki'}", show_kept=True))
     for note in result.notes:
-        err_console.print(f"[dim]note:[/] {note}")
+        err_console.print(f"[dim]note:[/] {escape(note)}")
     console.print(f"renew: {summary_line(result.actions, ('created', 'CAs reported', 'renewed'))}")
     return 0

@@ -35,12 +35,12 @@ def check_out(out: Path, *children: str) -> None:
 
 
 def reconcile_pki(cluster: Cluster, out: Path, *, import_ca: Iterable = (), new_secrets: Iterable[str] = (),
-                  retire_old_encryption: bool = False, progress: Progress = silent):
+                  retire_old_encryption: bool = False, rename_cluster: bool = False, progress: Progress = silent):
     """Create or reconcile <out>/pki; the pki ReconcileResult (actions, materials, notes)."""
     from .pki import reconcile
     check_out(out, PKI)
     return reconcile(cluster, out / PKI, import_ca=list(import_ca), new_secrets=list(new_secrets),
-                     retire_old_encryption=retire_old_encryption, progress=progress)
+                     retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster, progress=progress)
 
 
 def _materials(cluster: Cluster, out: Path, progress: Progress, on_pki: OnPki):

@@ -65,3 +65,9 @@ class NodePlan:
     @property
     def paths(self) -> frozenset[str]:
         return frozenset(f.path for f in self.files)
+
+
+def hosts_markers(cluster: str) -> tuple[str, str]:
+    """The lines around a cluster's /etc/hosts lines: a re-run replaces what is between them
+    (INSTALL.md, the workstation's hosts file and README) instead of adding duplicates."""
+    return f"# BEGIN hardway {cluster}", f"# END hardway {cluster}"

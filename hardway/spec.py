@@ -41,6 +41,7 @@ PROVIDER_WARNINGS = {
 DEFAULT_NODE_POD_CIDR_SIZE = {4: 24, 6: 64}
 # kube-apiserver refuses a service range with more host bits than this (validateMaxCIDRRange).
 MAX_SERVICE_HOST_BITS = 20
+DEFAULT_RESOLV_CONF = "/etc/resolv.conf"  # the kubelet's resolvConf unless kubelet.resolvConf says otherwise
 
 
 
@@ -70,12 +71,17 @@ class EncryptionSpec(Strict):
     provider: str = "secretbox"
 
 
+class KubeletSpec(Strict):
+    resolvConf: str | None = None  # DEFAULT_RESOLV_CONF; systemd-resolved hosts: /run/systemd/resolve/resolv.conf
+
+
 class NodeSpec(Strict):
     name: str
     address: str
     roles: list[str]
     fqdn: str | None = None
     podCIDR: str | None = None
+    kubelet: KubeletSpec | None = None  # overrides the top-level kubelet settings on this node
 
 
 class ClusterSpec(Strict):
@@ -85,6 +91,7 @@ class ClusterSpec(Strict):
     apiServer: ApiServerSpec = ApiServerSpec()
     pki: PkiSpec = PkiSpec()
     encryption: EncryptionSpec = EncryptionSpec()
+    kubelet: KubeletSpec = KubeletSpec()
     nodes: list[NodeSpec]
 
 
@@ -115,6 +122,7 @@ class Node(_Roles):
     roles: frozenset[str]
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
+    resolv_conf: str = DEFAULT_RESOLV_CONF  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
 
     @property
     def url_host(self) -> str:
@@ -206,7 +214,7 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     try:
         tree, data = parse_yaml(text)
     except yaml.MarkedYAMLError as e:
-        raise SpecError(source, [yaml_syntax_problem(e)]) from None
+        raise SpecError(source, [yaml_syntax_problem(e) + _tab_note(text, e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(source, [f"YAML error: {e}"]) from None
     if data is None:
@@ -223,6 +231,16 @@ def loads(text: str, source: str = "cluster.yaml") -> Cluster:
     if sink:
         raise SpecError(source, [scan.at(loc) + msg for loc, msg in sink])
     return cluster
+
+
+def _tab_note(text: str, e: yaml.MarkedYAMLError) -> str:
+    """What a YAML error at a tab means: the parser's own words ("found character that cannot start any
+    token") do not say that YAML forbids tabs in indentation."""
+    lines = text.splitlines()
+    marks = [m for m in (e.problem_mark, e.context_mark) if m is not None and m.line < len(lines)]
+    if any("\t" in lines[m.line][:len(lines[m.line]) - len(lines[m.line].lstrip())] for m in marks):
+        return "; tabs are not allowed for indentation in YAML: indent with spaces"
+    return ""
 
 
 # Bounds: whatever the input, loading costs at most about MAX_SPEC_BYTES of parsing. The YAML is
@@ -673,9 +691,41 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     _check_controllers(spec, drafts, p, warnings)
     if ranges_ok:
         _allocate_worker_ranges(drafts, net, p)
+    resolv_confs = _check_kubelet(spec, p)
     if sink:
         return None
-    return _cluster(spec, source, version, net, api, pki, drafts, warnings)
+    return _with_resolv_confs(_cluster(spec, source, version, net, api, pki, drafts, warnings), resolv_confs)
+
+
+_RESOLV_CONF_HINT = ("an absolute path on the node, e.g. /run/systemd/resolve/resolv.conf on hosts running "
+                     "systemd-resolved")
+
+
+def _resolv_conf_problem(path: str) -> str | None:
+    if not path.startswith("/") or any(ch.isspace() or not ch.isprintable() or ch in "\"'" for ch in path):
+        return f"{path!r} is not {_RESOLV_CONF_HINT}"
+    if len(path) > 255 or "/../" in path + "/":
+        return f"{path!r}: give a plain path without '..', at most 255 characters"
+    return None
+
+
+def _check_kubelet(spec: ClusterSpec, p: _Problems) -> list[str]:
+    """kubelet.resolvConf, and each node's override: the resolvConf of every node, in node order."""
+    default = spec.kubelet.resolvConf or DEFAULT_RESOLV_CONF
+    if problem := _resolv_conf_problem(default):
+        p.add(("kubelet", "resolvConf"), problem)
+    found = []
+    for i, n in enumerate(spec.nodes):
+        own = n.kubelet.resolvConf if n.kubelet else None
+        if own is not None and (problem := _resolv_conf_problem(own)):
+            p.add(("nodes", i, "kubelet", "resolvConf"), problem)
+        found.append(own or default)
+    return found
+
+
+def _with_resolv_confs(cluster: Cluster, resolv_confs: list[str]) -> Cluster:
+    from dataclasses import replace
+    return replace(cluster, nodes=tuple(replace(n, resolv_conf=r) for n, r in zip(cluster.nodes, resolv_confs)))
 
 
 def _cluster(spec: ClusterSpec, source: str, version: KubernetesVersion, net: _NetworkFacts, api: _ApiFacts,

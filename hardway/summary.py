@@ -10,7 +10,7 @@ from .spec import Cluster
 
 def print_summary(cluster: Cluster) -> None:
     c = cluster
-    console.print(f"[bold]{c.name}[/]: valid ({escape(c.source)})")
+    console.print(f"[bold]{escape(c.name)}[/]: valid ({escape(c.source)})")
     facts = Table.grid(padding=(0, 2))
     for key, value in [
         ("Kubernetes", str(c.version)),
@@ -23,12 +23,13 @@ def print_summary(cluster: Cluster) -> None:
         ("etcd members", c.etcd_initial_cluster),
         ("nodes", f"{len(c.controllers)} controller(s), {len(c.workers)} worker(s), {len(c.loadbalancers)} load balancer(s)"),
     ]:
-        facts.add_row(f"[dim]{key}[/]", value)
+        facts.add_row(f"[dim]{key}[/]", escape(value))
     console.print(facts)
     shown = c.nodes if len(c.nodes) <= 50 else c.nodes[:20]
     table = Table("node", "address", "roles", "fqdn", "pod range", box=None)
     for n in shown:
-        table.add_row(n.name, str(n.address), ",".join(sorted(n.roles)), n.fqdn or "", str(n.pod_cidr or ""))
+        table.add_row(*(escape(v) for v in (n.name, str(n.address), ",".join(sorted(n.roles)), n.fqdn or "",
+                                             str(n.pod_cidr or ""))))
     console.print(table)
     if len(shown) < len(c.nodes):
         console.print(f"[dim]... and {len(c.nodes) - len(shown)} more nodes[/]")

@@ -75,21 +75,37 @@ def out_dir(c, out: str | None) -> Path:
     return Path(out or c.config.get("out") or DEFAULT_OUT)
 
 
-def spec_path(c, spec_arg: str | None) -> Path:
-    """--spec, else the configured spec, else ./cluster.yaml, else the built-in kthw example (said on stderr)."""
+def spec_path(c, spec_arg: str | None, out: Path | None = None) -> Path:
+    """--spec, else the configured spec, else ./cluster.yaml, else the built-in kthw example (said on stderr).
+    The example is never used over an existing output directory `out`: its store and bundles belong to
+    the user's cluster, and the example would re-issue their certificates and replace their bundles."""
     spec_arg = spec_arg or c.config.get("spec")
     if spec_arg:
         return Path(spec_arg)
     if Path(DEFAULT_SPEC).exists():
         return Path(DEFAULT_SPEC)
+    if out is not None and (out.exists() or out.is_symlink()):
+        raise HardwayError(_no_spec_over(out))
     builtin = resources.example_path("kthw")
-    err_console.print(f"[dim]no ./{DEFAULT_SPEC} here: using the built-in example kthw ({escape(str(builtin))})[/]")
+    err_console.print(f"[yellow]warning:[/] no ./{DEFAULT_SPEC} here: using the built-in example kthw "
+                      f"({escape(str(builtin))}); `hardway init` writes it here to edit")
     return builtin
 
 
-def load(c, spec_arg: str | None) -> spec.Cluster:
-    """The spec, loaded and validated; its warnings on stderr."""
-    cluster = spec.load(spec_path(c, spec_arg))
+def _no_spec_over(out: Path) -> str:
+    """The refusal to use the built-in example over an existing output directory: what to do instead."""
+    here = sorted(p.name for p in Path(".").glob("*.y*ml") if p.is_file())[:3]
+    named = f" (here: {', '.join(here)})" if here else ""
+    return (f"no ./{DEFAULT_SPEC} here, and {out} already holds generated output: the built-in example is not used "
+            f"over it (it would re-issue its certificates and replace its bundles). Name the spec of that cluster "
+            f"with --spec FILE{named}, e.g. `hardway bundle --spec cluster.yml`; or write the example here with "
+            f"`hardway init`; or give the example its own output with --out other")
+
+
+def load(c, spec_arg: str | None, out: Path | None = None) -> spec.Cluster:
+    """The spec, loaded and validated; its warnings on stderr. `out`: the output directory the task
+    writes or reads (see spec_path)."""
+    cluster = spec.load(spec_path(c, spec_arg, out))
     for w in cluster.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")
     return cluster

@@ -62,11 +62,21 @@ def validate(c, spec=None):
     print_summary(load(c, spec))
 
 
-@task(help={"spec": SPEC_HELP, "out": OUT_HELP})
-def plan(c, spec=None, out=None):
+@task
+def schema(c):
+    """Print the JSON Schema of cluster.yaml (the shape of the spec) for editors; `validate` checks the values too."""
+    from .schema import schema_text
+    print(schema_text(), end="")
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the plan as JSON (also on an error)",
+            "detailed-exitcode": "exit 0 when nothing would change, 1 on an error, 2 when changes are pending"})
+def plan(c, spec=None, out=None, json=False, detailed_exitcode=False):
     """Show what `pki` and `bundle` would create, keep, change or remove, and why. Writes nothing."""
-    from .commands import run_plan
-    return run_plan(load(c, spec), out_dir(c, out))
+    from .commands import FAILED, reported, run_plan
+    root = out_dir(c, out)
+    return reported(lambda: run_plan(load(c, spec, root), root, as_json=json, detailed=detailed_exitcode),
+                    as_json=json, error_code=FAILED if detailed_exitcode else None)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
@@ -74,41 +84,61 @@ def plan(c, spec=None, out=None):
             "new-secret": "make a new service-account pair or encryption key on purpose, even in a store in use: "
                           "service-account or encryption (repeatable; see docs/pki.md for what it breaks)",
             "retire-old-encryption": "drop the encryption keys kept only to read Secrets written before a provider "
-                                     "change or key rotation (once every Secret is re-encrypted)"},
+                                     "change or key rotation (once every Secret is re-encrypted)",
+            "rename-cluster": "let a store recorded under another cluster name take the spec's name (the same "
+                              "cluster renamed; a separate cluster needs its own --out)"},
       iterable=["import_ca", "new_secret"])
-def pki(c, spec=None, out=None, import_ca=None, new_secret=None, retire_old_encryption=False):
+def pki(c, spec=None, out=None, import_ca=None, new_secret=None, retire_old_encryption=False, rename_cluster=False):
     """Create or reconcile the PKI store (<out>/pki): CAs, every certificate and key, the secrets."""
     from .commands import run_pki
-    return run_pki(load(c, spec), out_dir(c, out), import_ca=list(import_ca or []), new_secret=list(new_secret or []),
-                   retire_old_encryption=retire_old_encryption)
+    root = out_dir(c, out)
+    return run_pki(load(c, spec, root), root, import_ca=list(import_ca or []), new_secret=list(new_secret or []),
+                   retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def kubeconfigs(c, spec=None, out=None):
     """Write one kubeconfig per identity to <out>/kubeconfigs (runs `pki` first)."""
     from .commands import run_kubeconfigs
-    return run_kubeconfigs(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_kubeconfigs(load(c, spec, root), root)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP})
 def units(c, spec=None, out=None):
     """Render every node's units and configs into <out>/nodes/<node>/ for review (runs `pki` first)."""
     from .commands import run_units
-    return run_units(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_units(load(c, spec, root), root)
 
 
 @task(default=True, help={"spec": SPEC_HELP, "out": OUT_HELP})
 def bundle(c, spec=None, out=None):
     """Everything: reconcile the PKI, render, and write one bundle per node to <out>/bundles/."""
     from .commands import run_bundle
-    return run_bundle(load(c, spec), out_dir(c, out))
+    root = out_dir(c, out)
+    return run_bundle(load(c, spec, root), root)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=None, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
-    from .commands import run_check
-    return run_check(load(c, spec), out_dir(c, out), as_json=json)
+    from .commands import reported, run_check
+    root = out_dir(c, out)
+    return reported(lambda: run_check(load(c, spec, root), root, as_json=json), as_json=json)
+
+
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "kubeconfig": "the kubeconfig to merge into (default: the first file of $KUBECONFIG, else ~/.kube/config; "
+                          "created 0600 when missing)",
+            "set-current": "also make the cluster's context the current one"})
+def credentials(c, spec=None, out=None, kubeconfig=None, set_current=False):
+    """Merge the cluster's admin credentials into your kubeconfig, as a context named after the cluster (run `pki` first).
+
+    Other clusters, users and contexts stay as they are; a re-run (after `renew`) updates the entries in place."""
+    from .commands import run_credentials
+    root = out_dir(c, out)
+    return run_credentials(load(c, spec, root), root, kubeconfig, set_current)
 
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP,
@@ -118,7 +148,8 @@ def check(c, spec=None, out=None, json=False):
 def renew(c, spec=None, out=None, entry=None, node=None, rotate_keys=False):
     """Re-issue leaf certificates with the same identity. CAs are reported, never renewed."""
     from .commands import run_renew
-    return run_renew(load(c, spec), out_dir(c, out), entry=entry, node=node, rotate_keys=rotate_keys)
+    root = out_dir(c, out)
+    return run_renew(load(c, spec, root), root, entry=entry, node=node, rotate_keys=rotate_keys)
 
 
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
@@ -158,6 +189,6 @@ def clean(c, out=None, pki=False, yes=False):
         console.print(f"nothing to clean in {root}", markup=False)
 
 
-ns = Collection(init, validate, plan, pki, kubeconfigs, units, bundle, check, renew, clean)
+ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)

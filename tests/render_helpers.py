@@ -72,12 +72,18 @@ def text(plan: NodePlan, path: str) -> str:
     return plan.file(path).data.decode("utf-8")
 
 
-def exec_start(unit: str) -> list[str]:
-    """The ExecStart= command line of a unit, split as systemd would (continuations joined)."""
+def exec_starts(unit: str) -> list[list[str]]:
+    """Every ExecStart= command line of a unit (a oneshot may have several), split as systemd would
+    (continuations joined)."""
     joined = unit.replace("\\\n", " ")
-    lines = [line for line in joined.splitlines() if line.startswith("ExecStart=")]
+    return [shlex.split(line[len("ExecStart="):]) for line in joined.splitlines() if line.startswith("ExecStart=")]
+
+
+def exec_start(unit: str) -> list[str]:
+    """The ExecStart= command line of a unit that has one."""
+    lines = exec_starts(unit)
     assert len(lines) == 1, f"expected one ExecStart=, found {len(lines)}"
-    return shlex.split(lines[0][len("ExecStart="):])
+    return lines[0]
 
 
 def flags(args: list[str]) -> dict[str, str | bool]:

@@ -80,8 +80,8 @@ def test_bundle_layout_of_a_node(ha):
     rootfs = {n[len("controller-0/rootfs"):] for n in files if n.startswith("controller-0/rootfs/")}
     assert rootfs == {f.path for f in plan.files}
     assert set(files) - {f"controller-0/rootfs{p}" for p in rootfs} == \
-        {"controller-0/install.sh", "controller-0/INSTALL.md", "controller-0/SHA256SUMS"}
-    assert files["controller-0/install.sh"].mode == 0o755
+        {"controller-0/install.sh", "controller-0/INSTALL.md", "controller-0/SHA256SUMS", "controller-0/fetch-binaries.sh"}
+    assert files["controller-0/install.sh"].mode == 0o755 and files["controller-0/fetch-binaries.sh"].mode == 0o755
     # SHA256SUMS: one line per planned file, in `sha256sum -c` format, hashes of the planned bytes
     lines = files["controller-0/SHA256SUMS"].data.decode().splitlines()
     assert len(lines) == len(plan.files)
@@ -399,7 +399,8 @@ def test_plan_names_the_files_a_changed_address_changes(ha_copy, tmp_path):
             if node != "node-0":
                 assert not f.path.endswith((".crt", ".key", ".kubeconfig")), (node, f)
     assert {n for n, c in result.items() if c.status == "changed"} == {n.name for n in changed.nodes} | {WORKSTATION}
-    assert result["node-1"].files and all(f.path == "INSTALL.md" for f in result["node-1"].files)
+    # node-1 reaches node-0's pods through node-0's address: its routes change, in INSTALL.md and the unit
+    assert {f.path for f in result["node-1"].files} == {"INSTALL.md", "/etc/systemd/system/pod-routes.service"}
 
 
 def test_plan_lists_the_bundle_of_a_removed_worker(ha_copy, tmp_path):
@@ -516,3 +517,57 @@ def test_bundle_cli_bad_out_is_a_clear_error(tmp_path, run_cli):
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "bundles" in r.stderr and "not a directory" in r.stderr
     assert (tmp_path / "out" / "bundles").read_text().startswith("a file")
+
+
+def _sh_block_after(markdown: str, heading: str) -> str:
+    """The first ```sh block after `heading` in a bundle's INSTALL.md or README.md."""
+    rest = markdown[markdown.index(heading):]
+    return re.search(r"```sh\n(.*?)```", rest, re.S).group(1)
+
+
+def test_hosts_lines_are_replaced_between_markers_not_appended_twice(tmp_path, run_cli):
+    """INSTALL.md's hosts commands, run twice against a hosts file with the user's own lines, leave one
+    copy of the cluster's lines and the user's lines as they were; the same for the workstation's file."""
+    import subprocess
+    spec_file = tmp_path / "cluster.yaml"
+    spec_file.write_text((REPO / "examples" / "kthw.yaml").read_text())
+    assert run_cli(["bundle"], cwd=tmp_path).returncode == 0
+    bundles = tmp_path / "out" / "bundles"
+    install_md = read_archive(bundles / "node-0.tar.gz", "node-0")["INSTALL.md"].data.decode()
+    ws = {name: m.data.decode() for name, m in read_archive(bundles / "workstation.tar.gz", WORKSTATION).items()}
+    hosts = tmp_path / "etc-hosts"
+    own = "127.0.0.1 localhost\n10.9.9.9 printer\n"
+    hosts.write_text(own)
+    commands = _sh_block_after(install_md, "/etc/hosts").replace("sudo ", "")
+    commands = commands.replace("/etc/hosts", str(hosts))
+    for _ in range(2):
+        subprocess.run(["sh", "-c", commands], check=True)
+    cluster = load("kthw")
+    text = hosts.read_text()
+    assert text.startswith(own)
+    for n in cluster.nodes:
+        assert sum(1 for line in text.splitlines() if line.split()[:1] == [str(n.address)]) == 1, text
+    assert text.count("# BEGIN hardway kubernetes-the-hard-way") == 1
+    # the workstation's README step, with its hosts file, replaces the same block
+    (tmp_path / "hosts").write_text(ws["hosts"])
+    commands = _sh_block_after(ws["README.md"], "**Names.**").replace("sudo ", "")
+    commands = commands.replace("/etc/hosts", str(hosts))
+    for _ in range(2):
+        subprocess.run(["sh", "-c", commands], check=True, cwd=tmp_path)
+    again = hosts.read_text()
+    assert again.startswith(own) and again.count("# BEGIN hardway kubernetes-the-hard-way") == 1
+    assert sum(1 for line in again.splitlines() if line.startswith("10.240.0.20 ")) == 1, again
+
+
+def test_kubelet_resolv_conf_from_the_spec_reaches_the_bundles(tmp_path, run_cli):
+    data = yaml.safe_load((REPO / "examples" / "kthw.yaml").read_text())
+    data["kubelet"] = {"resolvConf": "/run/systemd/resolve/resolv.conf"}
+    node1 = next(n for n in data["nodes"] if n["name"] == "node-1")
+    node1["kubelet"] = {"resolvConf": "/etc/resolv-kubelet.conf"}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_cli(["bundle"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for node, expected in (("node-0", "/run/systemd/resolve/resolv.conf"), ("node-1", "/etc/resolv-kubelet.conf")):
+        config = read_archive(tmp_path / "out" / "bundles" / f"{node}.tar.gz", node)[
+            "rootfs/etc/kubernetes/kubelet-config.yaml"].data
+        assert yaml.safe_load(config)["resolvConf"] == expected

@@ -300,8 +300,15 @@ def test_start_refuses_without_systemd(built, dash, tmp_path, prerequisite):
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path,
                             prerequisite, systemd=False)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "install.sh: preflight systemd: systemd is not the running init" in r.stderr, r.stderr
+    assert "install without --start" in r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
+    # with the preflight skipped, the guard of --start itself still refuses
+    (tmp_path / "again").mkdir()
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start --skip-preflight all; echo rc=$?; ls -A /etc | wc -l",
+                            tmp_path / "again", prerequisite, systemd=False)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr
     assert "needs systemd" in r.stderr
-    assert calls == []
 
 
 def test_install_sh_is_posix_sh(built, prerequisite):
@@ -356,8 +363,10 @@ def test_start_enables_and_starts_units_in_plan_order(built, dash, tmp_path, pre
     fake_binaries = " && ".join([f"mkdir -p {os.path.dirname(p)} && printf '#!/bin/sh\\n' > {p} && chmod 755 {p}"
                                  for p in binaries] or [":"])
     listing = " ".join(f.path for f in plan.files)
-    r, calls = in_namespace(f"{fake_binaries} && {dash} {folder}/install.sh --start && echo --- >> {tmp_path}/systemctl.log"
-                            f" && {dash} {folder}/install.sh --start && stat -c '%a %n' {listing}", tmp_path, prerequisite)
+    # The preflight (this host is not the node) has its own tests: here, what --start does.
+    start = f"{dash} {folder}/install.sh --start --skip-preflight all"
+    r, calls = in_namespace(f"{fake_binaries} && {start} && echo --- >> {tmp_path}/systemctl.log"
+                            f" && {start} && stat -c '%a %n' {listing}", tmp_path, prerequisite)
     assert r.returncode == 0, r.stdout + r.stderr
     first, second = calls[:calls.index("---")], calls[calls.index("---") + 1:]
     # Every job is queued without waiting (--no-block: an etcd member waiting for its peers must not
@@ -378,8 +387,14 @@ def test_start_refuses_before_installing_when_binaries_are_missing(built, dash, 
     folder = unpack(b, "server", tmp_path / "bundle")
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
+    assert "preflight binaries: /usr/local/bin/kube-apiserver is missing" in r.stderr, r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
+    (tmp_path / "again").mkdir()
+    r, calls = in_namespace(f"{dash} {folder}/install.sh --start --skip-preflight all; echo rc=$?; ls -A /etc | wc -l",
+                            tmp_path / "again", prerequisite)
+    assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr
     assert "binaries missing" in r.stderr and "/usr/local/bin/kube-apiserver" in r.stderr
-    assert calls == []
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
 
 
 def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_path, prerequisite):
@@ -387,8 +402,8 @@ def test_start_on_the_load_balancer_refuses_without_haproxy(built, dash, tmp_pat
     folder = unpack(built("ha"), "lb", tmp_path / "bundle")
     r, calls = in_namespace(f"{dash} {folder}/install.sh --start; echo rc=$?; ls -A /etc | wc -l", tmp_path, prerequisite)
     assert "rc=1" in r.stdout and r.stdout.strip().endswith("0"), r.stdout + r.stderr  # /etc stayed empty
-    assert "binaries missing: /usr/sbin/haproxy" in r.stderr
-    assert calls == []
+    assert "preflight binaries: /usr/sbin/haproxy is missing" in r.stderr, r.stderr
+    assert [c for c in calls if not c.startswith("is-active")] == []  # only queries (the preflight's ports)
 
 
 # ---------------------------------------------------------------- links and concurrent runs -----
@@ -468,3 +483,245 @@ def test_two_runs_at_once_without_flock_use_a_lock_directory(built, dash, tmp_pa
             (bin_dir / tool).symlink_to(shutil.which(tool))
     _run_pairs(dash, folder, plan, tmp_path, 5, env={"PATH": str(bin_dir)})
     assert not (folder / ".install.lock").exists()
+
+
+# ---------------------------------------------------------------- preflight ---------------------
+# Under --root the checks are skipped (the staging root is not the node); HARDWAY_PREFLIGHT_MACHINE
+# points them at a directory standing in for the node's machine, and PATH at stand-ins for `ip`,
+# `ss`, `date` and `systemctl`: so each check's verdict and message are exercised here, under dash.
+
+def fake_machine(tmp_path: Path, b: Built, node: str, *, broken: frozenset[str] = frozenset(),
+                 version: str | None = None) -> dict[str, str]:
+    """A stand-in machine for `node` that passes every check but those in `broken`; the environment
+    that points install.sh at it."""
+    plan, n = b.plans[node], b.cluster.node(node)
+    machine, bin_dir = tmp_path / "machine", tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+
+    def put(path: str, text: str, mode: int = 0o644) -> None:
+        p = machine / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        p.chmod(mode)
+
+    for binary in plan.notes["binaries"]:
+        if "binaries" in broken and binary["name"] in ("kubelet", "etcd"):
+            continue  # missing
+        if binary["path"].endswith("/"):
+            put(binary["path"] + "bridge", "#!/bin/sh\n", 0o755)
+            continue
+        shown = version if version and binary["name"] in ("kubelet", "kube-apiserver") else binary["version"]
+        put(binary["path"], f"#!/bin/sh\necho '{binary['name']} version {shown}'\n", 0o755)
+    put("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n"
+        + ("/swapfile file 1024 0 -2\n" if "swap" in broken else ""))
+    put("/proc/modules", "" if "modules" in broken else "overlay 1 0 - Live 0\nbr_netfilter 1 0 - Live 0\n")
+    put("/proc/sys/kernel/hostname", ("elsewhere" if "hostname" in broken else node) + "\n")
+    for f in plan.files:
+        if f.path.startswith("/etc/sysctl.d/"):
+            for line in f.data.decode().splitlines():
+                key, eq, value = line.partition("=")
+                if eq and not key.startswith("#"):
+                    wrong = "sysctls" in broken and key.strip() == "net.ipv4.ip_forward"
+                    put("/proc/sys/" + key.strip().replace(".", "/"), ("0" if wrong else value.strip()) + "\n")
+    address = "192.0.2.99" if "address" in broken else str(n.address)
+    stubs = {
+        "ip": f"echo '2: eth0    inet {address}/24 brd + scope global eth0'",
+        "ss": "echo 'LISTEN 0 4096 0.0.0.0:10250 0.0.0.0:*'" if "ports" in broken else ":",
+        "systemctl": "exit 3",  # no unit of ours is active
+        "date": 'case "$*" in *+%s*) echo 1 ;; *) /bin/date "$@" ;; esac' if "clock" in broken else 'exec /bin/date "$@"',
+    }
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "HARDWAY_PREFLIGHT_MACHINE": str(machine), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def install_env(dash: str, folder: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([dash, str(folder / "install.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_preflight_is_skipped_under_root_and_says_so(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "node-0", tmp_path / "b")
+    r = install(dash, folder, "--dry-run", "--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stderr
+    assert "preflight: skipped under --root" in r.stdout
+
+
+@pytest.mark.parametrize("node", ["node-0", "server"])
+def test_preflight_passes_on_a_ready_machine(built, dash, tmp_path, node):
+    b = built("kthw")
+    folder = unpack(b, node, tmp_path / "b")
+    env = fake_machine(tmp_path, b, node)
+    r = install_env(dash, folder, env, "--root", str(tmp_path / "root"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "preflight: passed" in r.stdout and (tmp_path / "root" / "etc").is_dir()
+
+
+PREFLIGHT_FAILURES = {  # check -> (node, what the message must say: the problem and its fix)
+    "binaries": ("node-0", ["/usr/local/bin/kubelet is missing", "download it (INSTALL.md, step 2)"]),
+    "swap": ("node-0", ["swap is on", "sudo swapoff -a"]),
+    "modules": ("node-0", ["kernel module br_netfilter is not loaded", "sudo modprobe br_netfilter"]),
+    "sysctls": ("node-0", ["net.ipv4.ip_forward is 0, the node needs 1", "sudo sysctl -w net.ipv4.ip_forward=1"]),
+    "ports": ("node-0", ["port 10250 (kubelet.service) is in use", "ss -ltnp"]),
+    "hostname": ("server", ["this machine is 'elsewhere', not node server", "hostnamectl set-hostname server"]),
+    "address": ("server", ["no address 10.240.0.10", "correct nodes[].address"]),
+    "clock": ("server", ["outside the certificates' validity", "timedatectl set-ntp true"]),
+}
+
+
+@pytest.mark.parametrize("check", sorted(PREFLIGHT_FAILURES))
+@pytest.mark.parametrize("dry", [False, True], ids=["install", "dry-run"])
+def test_each_preflight_failure_names_its_fix_and_installs_nothing(built, dash, tmp_path, check, dry):
+    node, words = PREFLIGHT_FAILURES[check]
+    b = built("kthw")
+    folder = unpack(b, node, tmp_path / "b")
+    env = fake_machine(tmp_path, b, node, broken=frozenset({check}))
+    root = tmp_path / "root"
+    r = install_env(dash, folder, env, *(["--dry-run"] if dry else []), "--root", str(root))
+    assert r.returncode == 1, r.stdout + r.stderr
+    problems = [line for line in r.stderr.splitlines() if line.startswith("install.sh: preflight ")]
+    assert problems and all(line.startswith(f"install.sh: preflight {check}: ") for line in problems), r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+    assert "--skip-preflight NAME" in r.stderr
+    assert not root.exists(), "nothing installed"
+    # the user who knows better skips it
+    r = install_env(dash, folder, env, "--skip-preflight", check, "--root", str(root))
+    assert r.returncode == 0, r.stderr
+    assert f"preflight: passed (skipped: {check})" in r.stdout
+
+
+def test_a_binary_at_another_version_is_named(built, dash, tmp_path):
+    b = built("kthw")
+    folder = unpack(b, "node-0", tmp_path / "b")
+    env = fake_machine(tmp_path, b, "node-0", version="v1.36.0")
+    r = install_env(dash, folder, env, "--root", str(tmp_path / "root"))
+    assert r.returncode == 1
+    assert "/usr/local/bin/kubelet reports 'kubelet version v1.36.0', not v1.37.2" in r.stderr, r.stderr
+
+
+def test_skip_preflight_refuses_an_unknown_check(built, dash, tmp_path):
+    folder = unpack(built("kthw"), "node-0", tmp_path / "b")
+    r = install(dash, folder, "--skip-preflight", "swapp", "--root", str(tmp_path / "root"))
+    assert r.returncode == 1 and "--skip-preflight swapp: no such check" in r.stderr
+    assert not (tmp_path / "root").exists()
+
+
+# ---------------------------------------------------------------- fetch-binaries.sh -------------
+# The bundle's fetch-binaries.sh under dash, with `curl` serving release files made here in each
+# project's own checksum format (units/plan.yaml, `fetch`), `install` recording what it would put
+# where, `uname -m` saying x86_64: every binary is verified before it is installed, and a file that
+# does not match its published SHA-256 stops the script before anything more is installed.
+
+def _release_files(plan, where: Path, arch: str = "amd64") -> dict[str, str]:
+    """Each artifact and checksum file of the plan's binaries, by URL basename, as its project
+    publishes it: a bare binary, or a tar.gz holding the members `take` names."""
+    import hashlib
+    import io
+    where.mkdir(parents=True)
+    for b in plan.notes["binaries"]:
+        f = b.get("fetch")
+        if not f:
+            continue
+        artifact = f["artifact"].replace("${ARCH}", arch).rsplit("/", 1)[1]
+        sums = f["checksum"].replace("${ARCH}", arch).rsplit("/", 1)[1]
+        take = (f.get("take") or "").replace("${ARCH}", arch)
+        target = where / artifact
+        if not target.exists():
+            if not take:
+                target.write_text(f"#!/bin/sh\necho {b['name']}\n")
+            else:
+                with tarfile.open(target, "w:gz") as tar:
+                    names = [f"{take}containerd", f"{take}ctr"] if take.endswith("/") else \
+                            ["bridge", "loopback"] if take == "." else [take]
+                    # etcd's archive holds etcd and etcdctl
+                    if take.endswith("/etcd") or take.endswith("/etcdctl"):
+                        names = [take.rsplit("/", 1)[0] + "/etcd", take.rsplit("/", 1)[0] + "/etcdctl"]
+                    for name in names:
+                        data = f"#!/bin/sh\necho {name}\n".encode()
+                        info = tarfile.TarInfo(name)
+                        info.size, info.mode = len(data), 0o755
+                        tar.addfile(info, io.BytesIO(data))
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        line = f"{digest}  {artifact}\n"
+        if f.get("sums"):
+            other = "0" * 64 + "  some-other-file.tar.gz\n"  # a SHA256SUMS lists other files too
+            existing = (where / sums).read_text() if (where / sums).exists() else other
+            if line not in existing:
+                (where / sums).write_text(existing + line)
+        else:
+            (where / sums).write_text(digest + "\n")
+    return {}
+
+
+def run_fetch(dash: str, folder: Path, releases: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    stubs, log = tmp_path / "stubs", tmp_path / "install.log"
+    stubs.mkdir()
+    (stubs / "curl").write_text(f'#!/bin/sh\nfor a; do url=$a; done\ncp "{releases}/${{url##*/}}" .\n')
+    (stubs / "install").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (stubs / "uname").write_text("#!/bin/sh\necho x86_64\n")
+    # tar into a system directory (the CNI plugins) is recorded, never run here; into . it is real
+    (stubs / "tar").write_text(f'#!/bin/sh\ncase " $* " in *" -C "*) echo "tar $*" >> {log} ;; '
+                               f'*) exec {shutil.which("tar")} "$@" ;; esac\n')
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    r = subprocess.run([dash, str(folder / "fetch-binaries.sh")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    return r, (log.read_text().splitlines() if log.exists() else [])
+
+
+@pytest.mark.parametrize("node", ["node-0", "server"])
+def test_fetch_binaries_verifies_then_installs_each_binary(built, dash, tmp_path, node):
+    b = built("kthw")
+    plan = b.plans[node]
+    folder = unpack(b, node, tmp_path / "b")
+    _release_files(plan, tmp_path / "releases")
+    r, installs = run_fetch(dash, folder, tmp_path / "releases", tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count(": OK") >= len({x["fetch"]["artifact"] for x in plan.notes["binaries"] if x.get("fetch")})
+    targets = {line.split()[-1] for line in installs}
+    for x in plan.notes["binaries"]:
+        if not x.get("fetch"):
+            continue
+        path = x["path"]
+        if x["fetch"].get("take") == ".":
+            assert any(line.startswith("-d ") and line.endswith(path) for line in installs), installs
+            assert any(line.startswith("tar -xzf ") and line.endswith(f"--no-same-owner -C {path}")
+                       for line in installs), installs
+        elif (x["fetch"].get("take") or "").endswith("/"):
+            assert path.rsplit("/", 1)[0] + "/" in targets, installs
+        else:
+            assert path in targets, installs
+    assert all(line.startswith(("-o root -g root -m 0755", "-d -o root -g root -m 0755", "tar "))
+               for line in installs)
+
+
+def test_fetch_binaries_stops_at_a_checksum_mismatch(built, dash, tmp_path):
+    b = built("kthw")
+    folder = unpack(b, "node-0", tmp_path / "b")
+    _release_files(b.plans["node-0"], tmp_path / "releases")
+    (tmp_path / "releases" / "kubelet").write_text("#!/bin/sh\necho tampered\n")
+    r, installs = run_fetch(dash, folder, tmp_path / "releases", tmp_path)
+    assert r.returncode != 0
+    assert "kubelet: FAILED" in r.stdout + r.stderr
+    assert not any(line.endswith("/usr/local/bin/kubelet") for line in installs)
+    assert not any(line.endswith("/usr/local/bin/kube-proxy") for line in installs), "nothing after it"
+
+
+def test_fetch_binaries_is_posix_and_shellcheck_clean(built, prerequisite):
+    b = built("ha")
+    for node in ("controller-0", "node-0"):
+        with tarfile.open(b.out / "bundles" / f"{node}.tar.gz") as tar:
+            member = tar.getmember(f"{node}/fetch-binaries.sh")
+            script = tar.extractfile(member).read()
+            assert member.mode == 0o755
+        for shell in ("dash", "sh"):
+            assert subprocess.run([shell, "-n"], input=script, capture_output=True).returncode == 0
+        if not shutil.which("shellcheck"):
+            prerequisite("shellcheck", "apt-get install -y shellcheck")
+        r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=script, capture_output=True)
+        assert r.returncode == 0, r.stdout.decode()
+    with tarfile.open(b.out / "bundles" / "lb.tar.gz") as tar:  # haproxy comes from a Debian package
+        assert "lb/fetch-binaries.sh" not in tar.getnames()

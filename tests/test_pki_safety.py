@@ -188,6 +188,38 @@ def test_a_broken_state_file_stops_the_run(ha, store):
     refused(ha, store, "state.json", "delete it")
 
 
+def renamed(cluster: spec.Cluster, name: str) -> spec.Cluster:
+    data = yaml.safe_load((REPO / "examples" / "ha.yaml").read_text())
+    data["name"], data.setdefault("pki", {})["keyAlgorithm"] = name, "ECDSA-P256"
+    data.setdefault("encryption", {})["provider"] = cluster.encryption_provider
+    return spec.loads(yaml.safe_dump(data), source="other.yaml")
+
+
+def test_the_store_records_its_clusters_name_and_refuses_another(ha, store):
+    assert state_of(store)["cluster"] == ha.name
+    message = refused(renamed(ha, "another-cluster"), store, repr(ha.name), "'another-cluster'", "--out",
+                      "--rename-cluster")
+    assert "must not share" in message
+
+
+def test_rename_cluster_keeps_the_cas_under_the_new_name(ha, store):
+    cas = {n: (store / f"{n}.crt").read_bytes() for n in ("ca", "etcd-ca", "front-proxy-ca")}
+    other = renamed(ha, "renamed-cluster")
+    reconcile(other, store, rename_cluster=True)
+    assert state_of(store)["cluster"] == "renamed-cluster"
+    assert {n: (store / f"{n}.crt").read_bytes() for n in cas} == cas
+    reconcile(other, store)  # from now on the store is the renamed cluster's
+    refused(ha, store, "'renamed-cluster'")
+
+
+def test_a_store_without_a_recorded_name_records_the_specs(ha, store):
+    data = state_of(store)
+    del data["cluster"]
+    (store / "state.json").write_text(__import__("json").dumps(data))
+    reconcile(ha, store)
+    assert state_of(store)["cluster"] == ha.name
+
+
 # --- 2. secrets of a store in use -------------------------------------------------------------------
 
 def test_a_missing_service_account_pair_in_a_store_in_use_is_an_error(ha, store):

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from hardway.plan import WORKSTATION, NodePlan
 from hardway.render import node_plan
 from render_helpers import (EXAMPLES, PKI, VERSIONS, at_version, cert, cluster, cn, covers,
-                                 exec_start, kubeconfig_parts, materials, orgs, text, unit_flags, url_host,
+                                 exec_starts, kubeconfig_parts, materials, orgs, text, unit_flags, url_host,
                                  yaml_docs, yaml_file)
 
 CASES = [pytest.param(e, m, id=f"{e}-{m}") for e in EXAMPLES for m in VERSIONS]
@@ -144,8 +144,9 @@ def test_every_file_a_node_references_is_in_its_plan(example, minor):
         downloaded = {b["path"] for b in p.notes.binaries}
         for f in p.files:
             if f.path.startswith("/etc/systemd/system/"):
-                program = exec_start(f.data.decode())[0]
-                assert program in downloaded or program.startswith(("/usr/sbin/", "/sbin/")), (p.node, program)
+                for args in exec_starts(f.data.decode()):
+                    program = args[0]
+                    assert program in downloaded or program.startswith(("/usr/sbin/", "/sbin/")), (p.node, program)
 
 
 _ANY_PATH = re.compile(r"(?<![\w.-])(/(?:etc|opt|run|srv|usr|var)/[\w.\-/@+]*[\w@+-])")

@@ -20,7 +20,7 @@ from hardway.render import node_plan, version_row
 from hardway.render.data import RenderDataError, check_version_table, parse_layout, version_table
 from hardway.versions import SUPPORTED_MINORS, parse_version
 from helpers import REPO, missing as skip_or_fail
-from render_helpers import (VERSIONS, at_version, cluster, exec_start, flags, materials, text,
+from render_helpers import (VERSIONS, at_version, cluster, exec_start, exec_starts, flags, materials, text,
                                  yaml_docs, yaml_file)
 
 CONFIG_KINDS = {  # file -> (versions.yaml api key, kind)
@@ -172,7 +172,7 @@ def test_every_rendered_flag_is_known_to_the_pinned_binaries(built):
     for f in plan.files:
         if not f.path.startswith("/etc/systemd/system/"):
             continue
-        args = exec_start(f.data.decode())
+        args = exec_starts(f.data.decode())[0]  # the daemons have one; pod-routes (not one) has several
         name = args[0].rsplit("/", 1)[1]
         if name not in DAEMONS:
             continue

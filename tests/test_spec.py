@@ -235,6 +235,14 @@ BAD = [
     case("negative-duration", changed(set_in("pki", {"caValidity": "-1y"})), "pki.caValidity", "'-1y'", "zero"),
     case("duration-bad-unit", changed(set_in("pki", {"certValidity": "1w"})), "pki.certValidity", "'1w'", "h", "d", "y"),
     case("duration-absurd", changed(set_in("pki", {"caValidity": "9999999999y"})), "pki.caValidity", "'9999999999y'"),
+    # kubelet settings
+    case("resolv-conf-relative", changed(set_in("kubelet", {"resolvConf": "resolv.conf"})), "kubelet.resolvConf",
+         "'resolv.conf'", "absolute path", "/run/systemd/resolve/resolv.conf", line="resolvConf"),
+    case("resolv-conf-on-a-node", changed(set_in("nodes.1.kubelet", {"resolvConf": "/etc/resolv conf"})),
+         "nodes[1].kubelet.resolvConf", "'/etc/resolv conf'", line="resolvConf"),
+    case("resolv-conf-typo", changed(set_in("kubelet", {"resolvconf": "/x"})), "kubelet.resolvconf",
+         "did you mean 'resolvConf'?"),
+    case("resolv-conf-number", changed(set_in("kubelet", {"resolvConf": 3})), "kubelet.resolvConf", "string"),
     # encryption
     case("unknown-provider", changed(set_in("encryption.provider", "kms")), "encryption.provider", "'kms'", *PROVIDERS),
 ]
@@ -479,3 +487,12 @@ def test_readme_spec_reference_is_true(repo_root):
     with pytest.raises(SpecError) as raised:
         spec.loads(typo)
     assert str(raised.value) == sample
+
+
+def test_kubelet_resolv_conf_defaults_and_overrides_per_node():
+    assert {n.resolv_conf for n in spec.loads(BASE_TEXT).nodes} == {"/etc/resolv.conf"}
+    text = changed(both(set_in("kubelet", {"resolvConf": "/run/systemd/resolve/resolv.conf"}),
+                        set_in("nodes.1.kubelet", {"resolvConf": "/etc/kubelet-resolv.conf"})))
+    nodes = spec.loads(text).nodes
+    assert nodes[1].resolv_conf == "/etc/kubelet-resolv.conf"
+    assert {n.resolv_conf for i, n in enumerate(nodes) if i != 1} == {"/run/systemd/resolve/resolv.conf"}

@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-TASKS = ("init", "validate", "plan", "pki", "kubeconfigs", "units", "bundle", "check", "renew", "clean")
+TASKS = ("init", "validate", "schema", "plan", "pki", "kubeconfigs", "units", "bundle", "check", "credentials", "renew",
+         "clean")
 # which of --spec / --out each task takes (init's --spec is the file it writes)
 FLAGS = {
-    "init": ("--spec",), "validate": ("--spec",), "clean": ("--out",),
-    **{t: ("--spec", "--out") for t in ("plan", "pki", "kubeconfigs", "units", "bundle", "check", "renew")},
+    "init": ("--spec",), "validate": ("--spec",), "clean": ("--out",), "schema": (),
+    **{t: ("--spec", "--out") for t in ("plan", "pki", "kubeconfigs", "units", "bundle", "check", "credentials", "renew")},
 }
 TOOLS = ("inv", "hardway")
 
@@ -114,6 +115,28 @@ def test_validate_without_spec_uses_the_builtin_example(run_cli, example_path, t
     assert "built-in example" in result.stderr and "kthw" in result.stderr
     assert yaml.safe_load(example_path("kthw").read_text())["name"] in result.stdout
     assert snapshot(tmp_path) == {}
+
+
+@pytest.mark.parametrize("task", ["plan", "bundle", "pki", "check"])
+def test_no_spec_over_an_existing_out_is_refused(task, run_cli, example_path, tmp_path):
+    """The user's spec is cluster.yml, not cluster.yaml: the built-in example must not be planned or
+    written over the store and bundles of their cluster."""
+    (tmp_path / "cluster.yml").write_bytes(example_path("ha").read_bytes())
+    first = run_cli(["bundle", "--spec", "cluster.yml"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = snapshot(tmp_path)
+    result = run_cli([task], cwd=tmp_path)
+    assert result.returncode != 0, result.stdout
+    no_traceback(result)
+    assert "--spec" in result.stderr and "cluster.yml" in result.stderr and "hardway init" in result.stderr
+    assert "to remove" not in result.stdout
+    assert snapshot(tmp_path) == before
+
+
+def test_the_fallback_to_the_example_is_a_warning(run_cli, tmp_path):
+    result = run_cli(["plan"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: no ./cluster.yaml here: using the built-in example kthw" in result.stderr
 
 
 def test_validate_prefers_cluster_yaml_in_the_folder(run_cli, example_path, tmp_path):
@@ -357,3 +380,108 @@ def test_the_task_class_maps_errors_to_exits():
     with pytest.raises(Exit) as e:
         unhappy(Context())
     assert e.value.code == 3
+
+
+# ------------------------------------------------------------------ the command line says only what it does
+
+INVOKE_RUNNER_FLAGS = ("--dry", "--pty", "--echo", "--warn-only", "--prompt-for-sudo-password", "--hide",
+                       "--command-timeout", "--write-pyc")
+
+
+def test_help_offers_no_flag_of_invokes_shell_runner(run_cli, tmp_path):
+    result = run_cli(["--help"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for flag in INVOKE_RUNNER_FLAGS:
+        assert flag not in result.stdout, flag
+    for flag in ("--list", "--config", "--version", "--help"):
+        assert flag in result.stdout
+
+
+def test_dry_is_refused_and_points_at_plan(run_cli, tmp_path):
+    result = run_cli(["--dry", "bundle"], cwd=tmp_path)
+    assert result.returncode != 0 and "hardway plan" in result.stderr, result.stderr
+    no_traceback(result)
+    assert snapshot(tmp_path) == {}, "a refused dry run writes nothing"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["bundel"], ["no task 'bundel'", "did you mean 'bundle'?"]),
+    (["lab.stauts"], ["did you mean 'lab.status'?"]),
+    (["validate", "--spce", "x.yaml"], ["unknown flag '--spce'", "did you mean '--spec'?"]),
+    (["--spec", "x.yaml", "validate"], ["--spec is a flag of the task", "`hardway validate --spec x.yaml`"]),
+    (["pki", "--import-ca"], ["--import-ca needs a value", "NAME=CERT,KEY"]),
+    (["pki", "--import-ca", "--out", "o2"], ["--import-ca needs a value"]),
+    (["validate", "--spec"], ["--spec needs a value"]),
+])
+def test_a_command_line_it_cannot_read_says_what_to_type(args, words, run_cli, tmp_path):
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode != 0, result.stdout
+    for w in words:
+        assert w in result.stderr, result.stderr
+    no_traceback(result)
+    assert snapshot(tmp_path) == {}
+
+
+def test_plan_json_and_its_detailed_exit_code(run_cli, example_path, tmp_path):
+    import json
+    (tmp_path / "cluster.yaml").write_bytes(example_path("kthw").read_bytes())
+    result = run_cli(["plan", "--json", "--detailed-exitcode"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr  # changes pending
+    data = json.loads(result.stdout)
+    assert data["ok"] and data["changes"] and data["cluster"] == "kubernetes-the-hard-way"
+    assert {a["action"] for a in data["pki"]["actions"]} == {"create"}
+    assert {b["status"] for b in data["bundles"]} == {"new"}
+    assert run_cli(["plan"], cwd=tmp_path).returncode == 0, "without the flag, 0 as before"
+    assert run_cli(["bundle"], cwd=tmp_path).returncode == 0
+    result = run_cli(["plan", "--json", "--detailed-exitcode"], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr  # nothing to change
+    assert json.loads(result.stdout)["changes"] is False
+    result = run_cli(["plan", "--detailed-exitcode"], cwd=tmp_path)
+    assert result.returncode == 0 and "0 to create, 0 to change" in result.stdout
+    (tmp_path / "cluster.yaml").write_text(example_path("kthw").read_text().replace("10.240.0.21", "10.240.0.31"))
+    assert run_cli(["plan", "--detailed-exitcode"], cwd=tmp_path).returncode == 2
+    (tmp_path / "cluster.yaml").write_text("name: x\nnodes: 3\n")
+    result = run_cli(["plan", "--detailed-exitcode"], cwd=tmp_path)
+    assert result.returncode == 1 and "nodes: must be a list" in result.stderr  # an error is 1, never 2
+
+
+@pytest.mark.parametrize("task", ["check", "plan"])
+def test_json_even_when_the_spec_is_bad(task, run_cli, tmp_path):
+    import json
+    (tmp_path / "bad.yaml").write_text("name: x\nnodes: 3\n")
+    result = run_cli([task, "--json", "--spec", "bad.yaml"], cwd=tmp_path)
+    assert result.returncode != 0
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and "nodes: must be a list" in data["error"]
+    no_traceback(result)
+
+
+def test_user_values_are_never_read_as_markup(run_cli, tmp_path):
+    """IPv6 addresses print in brackets in URLs, and paths may hold '[': none may vanish as rich markup."""
+    from render_helpers import V6_SPEC
+    (tmp_path / "six[1].yaml").write_text(V6_SPEC.replace("endpoint: api.six.example", "endpoint: fd00::10"))
+    result = run_cli(["validate", "--spec", "six[1].yaml"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "https://[fd00::10]:6443" in result.stdout, result.stdout
+    assert "https://[fd00::11]:2380" in result.stdout and "six[1].yaml" in result.stdout
+    result = run_cli(["plan", "--spec", "six[1].yaml", "--out", "o[x]"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "PKI store o[x]/pki" in result.stdout and "bundles in o[x]/bundles" in result.stdout
+    result = run_cli(["bundle", "--spec", "six[1].yaml", "--out", "o[x]"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(o[x]/bundles)" in result.stdout and "o[x]/bundles/w0.tar.gz" in result.stdout
+
+
+def test_a_tab_in_the_spec_says_yaml_forbids_tabs(run_cli, tmp_path):
+    (tmp_path / "tab.yaml").write_text("name: x\nnodes:\n\t- name: a\n")
+    result = run_cli(["validate", "--spec", "tab.yaml"], cwd=tmp_path)
+    assert result.returncode != 0 and "line 3" in result.stderr
+    assert "tabs are not allowed for indentation" in result.stderr, result.stderr
+
+
+def test_bundle_ends_with_the_next_step(run_cli, example_path, tmp_path):
+    (tmp_path / "cluster.yaml").write_bytes(example_path("kthw").read_bytes())
+    result = run_cli(["bundle"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("next: `tar -xzf out/bundles/workstation.tar.gz`") and "workstation/README.md" in last

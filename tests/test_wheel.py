@@ -74,6 +74,9 @@ def test_wheel_holds_every_data_file(wheel, repo_root):
             name = f"hardway/_data/{data}/{f.relative_to(repo_root / data).as_posix()}"
             assert name in names, f"{name} missing from the wheel"
             assert archive.read(name) == f.read_bytes(), name
+    # the JSON Schema of cluster.yaml, for editors (`hardway schema` prints the same)
+    schema = repo_root / "hardway" / "cluster.schema.json"
+    assert archive.read("hardway/cluster.schema.json") == schema.read_bytes()
 
 
 def test_installed_hardway_comes_from_the_venv(venv, tmp_path):

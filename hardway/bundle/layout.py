@@ -18,7 +18,7 @@ import jinja2
 
 from ..errors import HardwayError
 from ..names import is_ip
-from ..plan import WORKSTATION, NodePlan
+from ..plan import WORKSTATION, NodePlan, hosts_markers
 from ..resources import data_dir
 from ..spec import Cluster
 
@@ -26,6 +26,7 @@ ROOTFS = "rootfs"
 SUMS = "SHA256SUMS"
 INSTALL_SH = "install.sh"
 INSTALL_MD = "INSTALL.md"
+FETCH_SH = "fetch-binaries.sh"  # downloads and verifies the binaries; install.sh never runs it
 README = "README.md"
 # Folder and archive modes: the folder holds keys, so only its owner may enter it once unpacked.
 TOP_DIR_MODE = 0o700
@@ -144,6 +145,8 @@ def members(cluster: Cluster, plan: NodePlan) -> list[Member]:
     else:
         files.append(Member(INSTALL_SH, 0o755, render("install.sh.j2", texts).encode()))
         files.append(Member(INSTALL_MD, 0o644, render("INSTALL.md.j2", texts).encode()))
+        if texts["fetched"]:
+            files.append(Member(FETCH_SH, 0o755, render("fetch-binaries.sh.j2", texts).encode()))
     dirs: set[str] = set()
     for m in files:
         parts = m.name.split("/")[:-1]
@@ -191,6 +194,38 @@ def _modules(files: list) -> list[str]:
     return names
 
 
+def _sysctls(files: list) -> list[tuple[str, str]]:
+    """(key, value) of the sysctl.d files: `key = value` lines (# and ; start comments)."""
+    found = []
+    for f in files:
+        for line in f.data.decode(errors="replace").splitlines():
+            key, eq, value = line.strip().partition("=")
+            if eq and key and key.strip()[0] not in "#;":
+                found.append((key.strip(), value.strip()))
+    return found
+
+
+def _cert_window(files: list) -> tuple[int, int] | None:
+    """(latest notBefore, earliest notAfter) of the node's certificates, as Unix times: the clock of a
+    node must lie between them, or TLS fails (install.sh's preflight `clock`)."""
+    from cryptography import x509
+    starts, ends = [], []
+    for f in files:
+        if f.path.endswith(".crt"):
+            cert = x509.load_pem_x509_certificate(f.data)
+            starts.append(int(cert.not_valid_before_utc.timestamp()))
+            ends.append(int(cert.not_valid_after_utc.timestamp()))
+    return (max(starts), min(ends)) if starts else None
+
+
+def _window_text(window: tuple[int, int] | None) -> str:
+    from datetime import datetime, timezone
+    if window is None:
+        return ""
+    start, end = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") for t in window)
+    return f"{start} to {end} UTC"
+
+
 def context(cluster: Cluster, plan: NodePlan) -> dict:
     """What the templates of units/bundle/ see, built once per bundle."""
     notes = plan.notes
@@ -207,15 +242,22 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         modules_files=modules_files,
         modules=_modules(modules_files),
         sysctl_files=[f for f in files if f.path.startswith("/etc/sysctl.d/")],
+        sysctls=_sysctls([f for f in files if f.path.startswith("/etc/sysctl.d/")]),
+        cert_window=_cert_window(files),
+        cert_window_text=_window_text(_cert_window(files)),
+        node_spec=next((n for n in cluster.nodes if n.name == plan.node), None),
         directories=sorted(plan.directories, key=lambda d: d.path),
         units=list(plan.units),
         manifest=manifest_text(entries),
         binaries=list(notes.binaries),
         downloads=downloads,  # the other binaries come from Debian packages
+        fetched=[b for b in downloads if b.get("fetch")],
+        fetch_sh=FETCH_SH,
         packaged=[b for b in notes.binaries if "package" in b],
         packages=list(notes.packages),
         routes=list(notes.routes),
         hosts=list(notes.hosts),
+        hosts_markers=hosts_markers(cluster.name),
         has=lambda path: path in plan.paths,
         endpoint_is_name=not is_ip(cluster.api_endpoint),
         example_binary=next((b for b in downloads if not b["path"].endswith("/")

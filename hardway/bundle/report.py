@@ -24,13 +24,13 @@ def run_lines(run) -> list[str]:
     changed = [(n, s) for n, s in run.results if s != ArchiveStatus.UNCHANGED]
     if changed and len(changed) <= _LIST_UP_TO:
         for node, status in changed:
-            lines.append(f"  {status:9} {run.bundles / (node + '.tar.gz')}")
+            lines.append(f"  {status:9} {escape(str(run.bundles / (node + '.tar.gz')))}")
     for node in run.removed[:_LIST_UP_TO]:
-        lines.append(f"  removed   {run.bundles / (node + '.tar.gz')} (no longer in the spec)")
+        lines.append(f"  removed   {escape(str(run.bundles / (node + '.tar.gz')))} (no longer in the spec)")
     for note in getattr(run, "notes", ()):
         lines.append(f"[dim]note:[/] {escape(note)}")
     lines.append(f"bundles: {run.count(ArchiveStatus.CREATED)} created, {run.count(ArchiveStatus.UPDATED)} updated, "
-                 f"{run.count(ArchiveStatus.UNCHANGED)} unchanged, {len(run.removed)} removed ({run.bundles})")
+                 f"{run.count(ArchiveStatus.UNCHANGED)} unchanged, {len(run.removed)} removed ({escape(str(run.bundles))})")
     return lines
 
 
@@ -43,13 +43,13 @@ def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
             continue
         shown += 1
         if shown == 1:
-            lines.append(f"bundles in {bundles}:")
+            lines.append(f"bundles in {escape(str(bundles))}:")
         if shown > _LIST_UP_TO:
             continue
         style = _BUNDLE_STYLE[c.status]
-        lines.append(f"[bold]{c.node}[/] [{style}]{c.status}[/]" + (f": {c.note}" if c.note else ""))
+        lines.append(f"[bold]{escape(c.node)}[/] [{style}]{c.status}[/]" + (f": {escape(c.note)}" if c.note else ""))
         for f in c.files:
-            lines.append(f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {f.path}: {f.why}")
+            lines.append(f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {escape(f.path)}: {escape(f.why)}")
     if shown > _LIST_UP_TO:
         lines.append(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
     return lines
@@ -65,11 +65,11 @@ def plan_summary(changes: list[NodeChange]) -> str:
 
 
 def check_table(report: BundleReport) -> Table:
-    table = Table("bundle", "files", "status", title=f"bundles {report.bundles}", box=None, title_justify="left")
+    table = Table("bundle", "files", "status", title=f"bundles {escape(str(report.bundles))}", box=None, title_justify="left")
     rows = report.rows if len(report.rows) <= _LIST_UP_TO else [r for r in report.rows if not r.ok]
     for r in rows:
         status = "[green]ok[/]" if r.ok else f"[bold red]{len(r.problems)} problem(s)[/]"
-        table.add_row(r.node, str(r.files), status)
+        table.add_row(escape(r.node), str(r.files), status)
     if len(rows) < len(report.rows):
         table.add_row(f"[dim]{len(report.rows) - len(rows)} more[/]", "", "[green]ok[/]")
     return table

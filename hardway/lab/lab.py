@@ -51,6 +51,9 @@ CONTROL_PLANE_STAGE, MANIFESTS_STAGE, IMAGES_STAGE, ROUTES_STAGE = 3, 4, 6, 8
 LAB_BINARIES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 WORKER_BINARIES = ("kubelet", "kube-proxy") + binaries_mod.WORKER_BINARIES
 HOLDER = "node-namespace"  # the process whose namespaces a worker's units share
+# Units whose work the lab does itself, from the same plan: pod-routes.service's routes are the plan's
+# notes, which _prepare_nodes adds in each node's namespace (the unit has one ExecStart= per route).
+DONE_BY_THE_LAB = ("pod-routes.service",)
 
 STATE = "lab.json"
 HOSTS = "hosts.txt"  # node names are DNS labels (no dot): no node directory can clash with these
@@ -365,7 +368,7 @@ def _read_units(lab: Lab, plans: dict, overlays: list[wk.Overlay], say: Say) -> 
         paths = [f.path for f in plan.files] + [d.path for d in plan.directories] + ["/run"]
         if "kubelet.service" in plan.units:
             paths += list(wk.RUNTIME_DIRS)
-        for unit_name in plan.units:
+        for unit_name in (u for u in plan.units if u not in DONE_BY_THE_LAB):
             unit_file = root / UNIT_DIR / unit_name
             try:
                 unit = parse_unit(unit_file.read_text(), unit_name)

@@ -28,7 +28,7 @@ def up(c, spec=None, out=None, lab_dir=None, bin_dir=None, timeout=180):
     from ..plan import WORKSTATION
     from .lab import WS_SCRIPT, up as lab_up
 
-    cluster = load(c, spec)
+    cluster = load(c, spec, out_dir(c, out))
     lab = lab_up(cluster, out_dir(c, out), labdir=_labdir(c, out, lab_dir), bin_dir=bin_dir, timeout=float(timeout),
                  say=lambda line: err_console.print(line, markup=False),
                  on_pki=lambda r: print_pki_step(r, out_dir(c, out)), on_bundle=print_bundle_run)

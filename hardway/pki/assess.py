@@ -22,7 +22,7 @@ from .actions import CREATE, ERROR, KEEP, REISSUE, Action
 from .catalog import Authority, Catalog, Desired, default_catalog, desired_leaves
 from .issue import key_fingerprint
 from .secrets import EncryptionPlan, ServiceAccountPlan, assess_encryption, assess_service_account
-from .state import StoreState, read_state
+from .state import StoreState, cluster_name_problem, read_state
 from .store import ENCRYPTION, STATE, Store, cert_rel, key_rel
 
 
@@ -278,12 +278,13 @@ def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, 
 
 def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: datetime | None = None,
            imports: Iterable[ImportedCA] = (), thorough: bool = False, new_secrets: Iterable[str] = (),
-           retire_old_encryption: bool = False) -> Assessment:
+           retire_old_encryption: bool = False, rename_cluster: bool = False) -> Assessment:
     """Decide what to do with every item of the store; reads, never writes. `thorough` also runs
     OpenSSL's consistency check on every leaf key (check does; reconcile compares each key's public
     half with its certificate, which is what a mismatch or a swapped file breaks). `new_secrets`
     names the secrets to make anew on purpose (--new-secret); `retire_old_encryption` drops the
-    encryption keys kept only to read (--retire-old-encryption)."""
+    encryption keys kept only to read (--retire-old-encryption); `rename_cluster` lets a store recorded
+    under another cluster name take the spec's (--rename-cluster)."""
     catalog = catalog or default_catalog()
     at = at or issue.now()
     imports = {i.name: i for i in imports}
@@ -293,6 +294,10 @@ def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: d
     if state_error:
         errors.append(state_error)
     state = state or StoreState()
+    name_problem = cluster_name_problem(state, cluster.name, _where(store) or "(memory)", rename_cluster)
+    if name_problem:
+        errors.append(name_problem)
+        state_error = state_error or name_problem
     cas = tuple(_assess_ca(store, cluster, catalog, a, at, imports.get(a.name), state.fingerprint(a.name))
                 for a in catalog.authorities)
     errors += [ca.action.reason for ca in cas if not ca.usable]
@@ -325,5 +330,5 @@ def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: d
                  f"first use): {'; '.join(trusted)}. Check the fingerprints against your own copy of the CAs "
                  "(docs/pki.md, 'What the store records')" if trusted else None)
     return Assessment(authorities=cas, leaves=leaves, service_account=sa, encryption=enc, errors=tuple(errors),
-                      state=StoreState(tuple(authorities.items()), enc.keys), tofu_note=tofu_note,
+                      state=StoreState(tuple(authorities.items()), enc.keys, cluster.name), tofu_note=tofu_note,
                       state_error=Action("state", None, ERROR, state_error) if state_error else None)

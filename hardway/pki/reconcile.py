@@ -141,7 +141,8 @@ def _check_new_secrets(new_secrets: Iterable[str]) -> frozenset[str]:
 
 def reconcile(cluster: Cluster, store_dir: Path, import_ca: Iterable[ImportedCA] = (),
               catalog: Catalog | None = None, at: datetime | None = None, new_secrets: Iterable[str] = (),
-              retire_old_encryption: bool = False, progress: Progress = silent) -> ReconcileResult:
+              retire_old_encryption: bool = False, progress: Progress = silent,
+              rename_cluster: bool = False) -> ReconcileResult:
     """Bring the store to the desired state; return what was done and the resulting materials.
     `new_secrets` ("service-account", "encryption"): make that secret anew on purpose, even in a store
     in use; `retire_old_encryption`: drop the encryption keys kept only to read older Secrets;
@@ -153,7 +154,7 @@ def reconcile(cluster: Cluster, store_dir: Path, import_ca: Iterable[ImportedCA]
     with locked(root):
         store = DiskStore(root, writable=True)
         plan = assess(cluster, store, catalog, at, import_ca, new_secrets=new_secrets,
-                      retire_old_encryption=retire_old_encryption)
+                      retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster)
         _raise_errors(plan.errors)
         notes = plan.notes
         notes += [f"removed {p} (left by an interrupted run)" for p in leftover_temp_files(root)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -54,11 +55,11 @@ def summary_line(actions: list[Action], verbs=("created", "kept", "re-issued")) 
 
 
 def actions_table(actions: list[Action], title: str | None = None, show_kept: bool | None = None) -> Table:
-    table = Table("action", "entry", "node", title=title, box=None, title_justify="left")
+    table = Table("action", "entry", "node", title=escape(title) if title else None, box=None, title_justify="left")
     table.add_column("reason", overflow="fold")  # folded when too long, never cut short with an ellipsis
     for action, entry, nodes, reason in group_actions(actions, show_kept):
         style = _STYLE[action]
-        table.add_row(f"[{style}]{action}[/]", entry, nodes, reason)
+        table.add_row(f"[{style}]{action}[/]", escape(entry), escape(nodes), escape(reason))
     hidden = sum(1 for a in actions if a.action == KEEP)
     if show_kept is False or (show_kept is None and len(actions) > _SHOW_KEPT_UP_TO):
         if hidden:

@@ -44,6 +44,7 @@ class StoreState:
 
     authorities: tuple[tuple[str, str], ...] = ()
     encryption: tuple[EncryptionKey, ...] | None = None
+    cluster: str | None = None  # the name of the cluster the store belongs to (None: not recorded yet)
 
     def fingerprint(self, name: str) -> str | None:
         return dict(self.authorities).get(name)
@@ -52,11 +53,13 @@ class StoreState:
         """A new state with these CAs' fingerprints set (added or replaced)."""
         merged = dict(self.authorities)
         merged.update(fingerprints)
-        return StoreState(tuple(merged.items()), self.encryption)
+        return StoreState(tuple(merged.items()), self.encryption, self.cluster)
 
     def to_bytes(self) -> bytes:
         data = {"format": STATE_FORMAT, "authorities": dict(self.authorities),
                 "encryption": [e.to_dict() for e in self.encryption or ()]}
+        if self.cluster is not None:
+            data["cluster"] = self.cluster
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -94,9 +97,26 @@ def read_state(store: Store, providers: Iterable[str] = ()) -> tuple[StoreState 
             unknown = sorted({e["provider"] for e in keys} - set(providers)) if providers else []
             if unknown:
                 raise ValueError(f"unknown encryption provider {unknown[0]!r}")
+        cluster = state.get("cluster")
+        if cluster is not None and not (isinstance(cluster, str) and cluster):
+            raise ValueError("'cluster' must be the cluster's name")
     except ValueError as e:  # json.JSONDecodeError is a ValueError
         return None, (f"{STATE}: {e}. It records the identity of each CA and the encryption keys: restore it from a "
                       "backup, or delete it (the next `hardway pki` records what the store holds, trusting it on "
                       "first use)")
     encryption = None if keys is None else tuple(EncryptionKey(e["provider"], e["name"]) for e in keys)
-    return StoreState(tuple(authorities.items()), encryption), None
+    return StoreState(tuple(authorities.items()), encryption, cluster), None
+
+
+RENAME_FLAG = "--rename-cluster"
+
+
+def cluster_name_problem(state: StoreState, name: str, where: str, rename: bool = False) -> str | None:
+    """Why a spec naming cluster `name` may not use this store (None: it may). A store belongs to one
+    cluster: a second cluster on the same CAs would trust the first one's certificates. `where` is the
+    store's directory, for the message; `rename` is the explicit way to keep the CAs under a new name."""
+    if state.cluster is None or state.cluster == name or rename:
+        return None
+    return (f"the PKI store {where} belongs to the cluster {state.cluster!r} ({STATE}), and the spec names {name!r}: "
+            "two clusters must not share CAs. For a separate cluster, give it its own store (--out other); if this "
+            f"is the same cluster under a new name, run `hardway pki {RENAME_FLAG}` once")

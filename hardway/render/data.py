@@ -38,6 +38,7 @@ class FileRule:
     purpose: str
     template: str | None = None
     kubeconfig: str | None = None
+    only_with_routes: bool = False  # `when: routes`: only on a node with pod routes to other workers
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class _File(Strict):
     purpose: str = ""
     template: str | None = None
     kubeconfig: str | None = None
+    when: Literal["routes"] | None = None  # only on a node with pod routes to other workers
 
 
 class _RoleRules(Strict):
@@ -108,11 +110,19 @@ class _Kubeconfig(Strict):
     per_node: bool = False
 
 
+class _Fetch(Strict):  # units/plan.yaml's comment above `binaries:` says what each field means
+    artifact: str
+    checksum: str
+    sums: bool = False
+    take: str | None = None
+
+
 class _Binary(Strict):
     path: str
     version: str | None = None
     url: str | None = None
     package: str | None = None
+    fetch: _Fetch | None = None
 
 
 class PlanFile(Strict):
@@ -144,7 +154,7 @@ def _role_rules(source: str, where: str, raw: _RoleRules, kubeconfigs: Mapping[s
         if not f.path.startswith("/"):
             raise _fail(source, at, f"path must be absolute, got {f.path!r}")
         files.append(FileRule(path=f.path, mode=_mode(source, at, f.mode), purpose=f.purpose,
-                              template=f.template, kubeconfig=f.kubeconfig))
+                              template=f.template, kubeconfig=f.kubeconfig, only_with_routes=f.when == "routes"))
     dirs = tuple(PlannedDir(d.path, _mode(source, f"{where}.directories[{i}]", d.mode), d.purpose)
                  for i, d in enumerate(raw.directories))
     unknown = [b for b in raw.binaries if b not in binaries]

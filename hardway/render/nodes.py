@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 from .. import pki
 from ..errors import HardwayError
 from ..names import first_names, is_ip
-from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile
+from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile, hosts_markers
 from ..spec import ROLES, Cluster, Node
 from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
@@ -80,6 +80,8 @@ class _Shared:
             "paths": self.layout.paths,
             "kubernetes_version": str(self.cluster.version),
             "hosts_lines": self.hosts_lines,
+            # /etc/hosts lines sit between these, so a re-run replaces them instead of adding duplicates
+            "hosts_markers": hosts_markers(self.cluster.name),
             "all_routes": self.all_routes,
         }
 
@@ -115,8 +117,10 @@ class _Shared:
                             "url_hint": f"the Debian package `{b['package']}` (step 2)"})
                 continue
             version = str(self.cluster.version).lstrip("v") if b["version"] == "kubernetes" else str(self.version[b["version"]])
+            fetch = {k: v.replace("{version}", version) if isinstance(v, str) else v
+                     for k, v in (b.get("fetch") or {}).items()}
             out.append({"name": name, "version": f"v{version}", "path": b["path"],
-                        "url_hint": b["url"].replace("{version}", version)})
+                        "url_hint": b["url"].replace("{version}", version), "fetch": fetch})
         return out
 
 
@@ -174,6 +178,15 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
     dirs, file_rules, units, binaries, packages = _merge(rules)
     if node is not None and node.is_worker:
         packages = sorted(set(packages) | set(shared.version["kube_proxy"]["packages"]))
+    if node is None or node.is_loadbalancer:
+        routes: list[dict] = []
+    else:
+        routes = [r for r in shared.all_routes if r["node"] != node.name]
+    if not routes:  # a file `when: routes` (and its unit) only where there are routes to keep
+        dropped = {posixpath.basename(r.path) for r in file_rules if r.only_with_routes}
+        file_rules = [r for r in file_rules if not r.only_with_routes]
+        units = [u for u in units if u not in dropped]
+    context = {**context, "routes": routes}
 
     files = {f.path: f for f in (_render_file(shared, r, context, name) for r in file_rules)}
     for f in pki.node_files(c, shared.materials, name):
@@ -186,10 +199,6 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
                                f"({files[f.path].source})")
         files[f.path] = f
 
-    if node is None or node.is_loadbalancer:
-        routes: list[dict] = []
-    else:
-        routes = [r for r in shared.all_routes if r["node"] != node.name]
     notes = NodeNotes(binaries=tuple(shared.binaries(binaries)), packages=tuple(packages), routes=tuple(routes),
                       hosts=shared.hosts_lines)
     return NodePlan(
