@@ -504,7 +504,7 @@ def fake_machine(tmp_path: Path, b: Built, node: str, *, broken: frozenset[str] 
         p.write_text(text)
         p.chmod(mode)
 
-    for binary in plan.notes["binaries"]:
+    for binary in plan.notes.binaries:
         if "binaries" in broken and binary["name"] in ("kubelet", "etcd"):
             continue  # missing
         if binary["path"].endswith("/"):
@@ -620,7 +620,7 @@ def _release_files(plan, where: Path, arch: str = "amd64") -> dict[str, str]:
     import hashlib
     import io
     where.mkdir(parents=True)
-    for b in plan.notes["binaries"]:
+    for b in plan.notes.binaries:
         f = b.get("fetch")
         if not f:
             continue
@@ -680,9 +680,9 @@ def test_fetch_binaries_verifies_then_installs_each_binary(built, dash, tmp_path
     _release_files(plan, tmp_path / "releases")
     r, installs = run_fetch(dash, folder, tmp_path / "releases", tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.count(": OK") >= len({x["fetch"]["artifact"] for x in plan.notes["binaries"] if x.get("fetch")})
+    assert r.stdout.count(": OK") >= len({x["fetch"]["artifact"] for x in plan.notes.binaries if x.get("fetch")})
     targets = {line.split()[-1] for line in installs}
-    for x in plan.notes["binaries"]:
+    for x in plan.notes.binaries:
         if not x.get("fetch"):
             continue
         path = x["path"]

@@ -393,7 +393,7 @@ def test_pod_routes_unit_adds_at_boot_what_install_md_adds_by_hand(example, node
     unit = text(plan, "/etc/systemd/system/pod-routes.service")
     starts = [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("ExecStart=")]
     stops = [line.split("=", 1)[1].lstrip("-").split() for line in unit.splitlines() if line.startswith("ExecStop=")]
-    routes = plan.notes["routes"]
+    routes = plan.notes.routes
     assert routes and starts == [["/usr/sbin/ip", "route", "replace", r["cidr"], "via", r["via"]] for r in routes]
     assert stops == [["/usr/sbin/ip", "route", "del", r["cidr"], "via", r["via"]] for r in routes]
     assert plan.units[0] == "pod-routes.service" and "Before=kubelet.service" in unit
@@ -405,6 +405,6 @@ def test_no_pod_routes_unit_where_there_is_no_route():
     single = spec.loads("name: one\npki: {keyAlgorithm: ECDSA-P256}\n"
                         "nodes:\n  - {name: a, address: 10.0.0.1, roles: [controller, worker]}\n")
     plan = node_plan(single, generate_materials(single), "a")
-    assert not plan.notes["routes"]
+    assert not plan.notes.routes
     assert "pod-routes.service" not in plan.units
     assert "/etc/systemd/system/pod-routes.service" not in {f.path for f in plan.files}

@@ -123,7 +123,7 @@ def test_a_typo_in_plan_yaml_gets_the_line_the_path_and_a_guess(tmp_path):
     problems, copy_, line = _plan_problems(tmp_path, "    per_node: true", "    per_nod: true")
     assert problems == [f"{copy_}: line {line}: kubeconfigs.kubelet.per_nod: unknown key 'per_nod'; "
                         "did you mean 'per_node'? allowed here: entry, user, server, per_node"]
-    problems, copy_, line = _plan_problems(tmp_path, "    units: [etcd.service", "    unit: [etcd.service")
+    problems, copy_, line = _plan_problems(tmp_path, "    units: [pod-routes.service, etcd.service", "    unit: [pod-routes.service, etcd.service")
     assert problems == [f"{copy_}: line {line}: roles.controller.unit: unknown key 'unit'; "
                         "did you mean 'units'? allowed here: directories, files, units, binaries, packages"]
 
