@@ -244,6 +244,33 @@ def remove_written(directory: Path, names: Iterable[str], record: set[str]) -> t
     return removed, notes
 
 
+def clean_generated(directory: Path) -> list[str]:
+    """Delete what hardway wrote in one of its output directories (bundles, kubeconfigs: the record
+    beside it; the nodes tree: the record inside it), then the directory if nothing else is left and
+    the operator did not link it. Follows `directory` itself if it is a link, never a link below it.
+    Returns the files left alone, relative to `directory`."""
+    record = read_record(record_beside(directory)) | read_record(directory / RECORD) | {RECORD}
+    foreign = []
+    for dirpath, dirnames, filenames in os.walk(directory, topdown=False):  # never follows links
+        here = Path(dirpath)
+        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
+            rel = (here / name).relative_to(directory).as_posix()
+            if rel in record:
+                with naming(here / name):
+                    (here / name).unlink()
+            else:
+                foreign.append(rel)
+        if here != directory:
+            try:
+                here.rmdir()
+            except OSError:
+                pass  # it still holds something hardway did not write
+    record_beside(directory).unlink(missing_ok=True)
+    if not foreign and not directory.is_symlink():  # a directory the operator linked stays, emptied
+        directory.rmdir()
+    return sorted(foreign)
+
+
 def linked_dir_note(path: Path, mode: int) -> str | None:
     """Tighten a directory the operator linked to `mode` (following the link), with a note."""
     if not path.is_symlink() or not path.is_dir():

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from . import resources
 from .errors import HardwayError
-from .fsutil import record_beside
+from .fsutil import clean_generated, record_beside
 from .lab.tasks import collection as lab_collection
 from .output import console
 from .pipeline import BUNDLES, KUBECONFIGS, NODES, PKI
@@ -168,15 +168,21 @@ def clean(c, out=None, pki=False, yes=False):
     for name in GENERATED + ((PKI_STORE,) if pki else ()):
         child = root / name
         try:
-            if child.is_symlink() or child.is_file():
-                child.unlink()
-            elif child.is_dir():
-                shutil.rmtree(child)
-            else:
+            if (child.is_symlink() and not child.is_dir()) or child.is_file() or (name == PKI_STORE and child.is_symlink()):
+                child.unlink()  # the link (or a stray file) itself, never what a link leads to
+                record_beside(child).unlink(missing_ok=True)
+            elif not child.is_dir():
                 continue
+            elif name == PKI_STORE:
+                shutil.rmtree(child)  # asked for with --pki --yes
+            else:
+                left = clean_generated(child)
+                if left:
+                    console.print(f"kept in {child}: {', '.join(left[:5])}{', ...' if len(left) > 5 else ''} "
+                                  f"({len(left)} file(s) hardway did not write)", markup=False)
+                    continue
         except OSError as e:  # a read-only mount: rmtree names a file relative to a directory it opened
             raise HardwayError(f"cannot remove {child}: {e.strerror or e}") from None
-        record_beside(child).unlink(missing_ok=True)  # what hardway wrote there: gone with it
         removed += 1
         console.print(f"removed {child}", markup=False)
     if not pki and (root / PKI_STORE).exists():

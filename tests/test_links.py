@@ -139,3 +139,50 @@ def test_files_an_operator_left_in_the_nodes_tree_are_not_deleted(tmp_path):
     left = [p for p in out.iterdir() if p.name.startswith(".nodes.old-")]
     assert len(left) == 1 and (left[0] / "workstation" / "my-notes.txt").read_text() == "the operator's\n"
     assert any("my-notes.txt" in n for n in trees.notes)
+
+
+def test_clean_deletes_only_what_hardway_wrote(tmp_path):
+    """`clean` follows the same rule: the operator's files in out/bundles (a linked share here),
+    out/kubeconfigs and out/nodes stay; hardway's own go; a directory left empty goes too."""
+    import subprocess
+    import sys
+    cluster, out = _cluster(tmp_path), tmp_path / "out"
+    share = tmp_path / "share"
+    share.mkdir()
+    out.mkdir()
+    (out / "bundles").symlink_to(share)
+    pipeline.bundle(cluster, out)
+    from hardway.render.write import write_kubeconfigs, write_node_trees
+    materials = pipeline.reconcile_pki(cluster, out).materials
+    write_kubeconfigs(cluster, materials, out / "kubeconfigs")
+    write_node_trees(cluster, materials, out / "nodes")
+    mine = share / "operator-notes.txt"
+    mine.write_text("mine\n")
+    (out / "nodes" / "README.operator").write_text("mine too\n")
+    res = subprocess.run([sys.executable, "-m", "hardway", "clean", "--out", str(out)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert mine.read_text() == "mine\n" and (out / "nodes" / "README.operator").read_text() == "mine too\n"
+    assert not list(share.glob("*.tar.gz")), "hardway's own bundles are removed"
+    assert (out / "bundles").is_symlink() and share.is_dir(), "the operator's link and directory are left as they are"
+    assert not (out / "kubeconfigs").exists(), "a directory of hardway's files only is removed whole"
+    assert not list((out / "nodes").rglob("*.yaml")), "hardway's node files are removed"
+    assert (out / "pki").is_dir()
+    assert "did not write" in res.stdout
+
+
+def test_plan_says_what_bundle_will_do_to_a_bundle_no_longer_in_the_spec(tmp_path):
+    """plan follows bundle's rule: a recorded bundle of a removed node is deleted, a foreign one kept."""
+    from hardway.bundle.diff import BundleStatus, plan_bundles
+    cluster, out = _cluster(tmp_path), tmp_path / "out"
+    pipeline.bundle(cluster, out)
+    theirs = out / "bundles" / "gone.tar.gz"
+    theirs.write_bytes((out / "bundles" / "workstation.tar.gz").read_bytes())
+    assert "  - {name: w0," in V6_SPEC
+    smaller = spec_mod.loads(V6_SPEC.replace("  - {name: w0,", "  # - {name: w0,"))
+    changes = {c.node: c for c in plan_bundles(smaller, out)}
+    assert changes["gone"].status == BundleStatus.UNCHANGED and "did not" in changes["gone"].note
+    removed = [n.name for n in cluster.nodes if n.name not in {m.name for m in smaller.nodes}]
+    assert removed == ["w0"]
+    for node in removed:
+        assert changes[node].status == BundleStatus.REMOVED

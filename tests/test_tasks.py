@@ -302,6 +302,10 @@ def make_output(out: Path) -> None:
                 "kubeconfigs/admin.kubeconfig"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("x")
+    # hardway's records of what it wrote there (docs/bundles.md, "Links"): clean deletes only these
+    (out / ".bundles.written").write_text("server.tar.gz\n")
+    (out / ".kubeconfigs.written").write_text("admin.kubeconfig\n")
+    (out / "nodes" / ".hardway-written").write_text("server/etc/kubernetes/x.yaml\n")
     (out / "notes.txt").write_text("mine")
 
 

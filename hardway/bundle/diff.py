@@ -21,6 +21,7 @@ from ..pki.issue import key_fingerprint, san_texts
 from ..plan import WORKSTATION
 from ..spec import Cluster
 from . import layout, privilege
+from ..fsutil import read_record, record_beside
 from .archive import SUFFIX, ArchiveError, archived_nodes, read_archive
 
 
@@ -255,8 +256,14 @@ def plan_bundles(cluster: Cluster, out: Path, actions=None, materials=None, plan
     reasons = _pki_reasons(actions or [], materials)
     result = [diff_node(cluster, plan, bundles, reasons) for plan in plans]
     wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
+    written = read_record(record_beside(bundles))
     for node in archived_nodes(bundles):
-        if node not in wanted:
+        if node in wanted:
+            continue
+        if f"{node}{SUFFIX}" in written:
             result.append(NodeChange(node, BundleStatus.REMOVED, note="no longer in the spec: `hardway bundle` deletes its bundle"))
+        else:  # the same rule as `bundle`: it deletes only what it wrote
+            result.append(NodeChange(node, BundleStatus.UNCHANGED, note="no longer in the spec, but hardway did not "
+                                     "write it: `hardway bundle` leaves it alone"))
     return result
 
