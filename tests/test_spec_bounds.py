@@ -183,3 +183,42 @@ def test_fuzzed_examples_never_crash_or_hang():
         assert time.monotonic() - start < 5, text[:500]
         runs += 1
     assert runs > 50
+
+
+# Mutations that always make a spec invalid, whatever else the text holds: each one breaks a rule the
+# loader must enforce. The fuzz below runs the real command on them: never exit 0, never a traceback.
+_BREAKERS = (
+    ("name: ", "name: Not_A_Label-"),                 # the cluster name must be a DNS-1123 label
+    ("roles: [", "roles: [astronaut, "),              # an unknown role
+    ("address: ", "address: 999."),                   # not an IP address
+    ("nodes:", "nodez:"),                             # an unknown key (and `nodes` missing)
+    ("kubernetesVersion: v1.37.2", "kubernetesVersion: v0.1.2"),  # an unsupported minor
+)
+
+
+def test_fuzzed_invalid_specs_never_exit_zero(tmp_path):
+    """Seeded random mutations on top of a change that breaks the spec for sure, through the real
+    `hardway validate`: a non-zero exit and a message, no traceback, whatever the noise did."""
+    import subprocess
+    import sys
+    rng = random.Random(11)
+    texts = [(REPO / "examples" / f"{n}.yaml").read_text() for n in ("kthw", "ha")]
+    deadline = time.monotonic() + 20
+    runs = 0
+    while time.monotonic() < deadline and runs < 40:
+        text = rng.choice(texts)
+        if rng.random() < 0.7:
+            text = _mutations(rng, text)
+        breakers = [b for b in _BREAKERS if b[0] in text]
+        if not breakers:
+            continue
+        old, new = rng.choice(breakers)  # last, so no mutation can undo it
+        text = text.replace(old, new, 1)
+        f = tmp_path / f"fuzz{runs}.yaml"
+        f.write_text(text)
+        res = subprocess.run([sys.executable, "-m", "hardway", "validate", "--spec", str(f)], capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path)
+        assert res.returncode != 0, f"exit 0 on an invalid spec ({old!r} -> {new!r}):\n{text[:800]}"
+        assert "Traceback" not in res.stderr and res.stderr.strip(), res.stderr[-2000:]
+        runs += 1
+    assert runs >= 10
