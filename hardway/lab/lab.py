@@ -468,7 +468,7 @@ def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
                 if not wk.per_netns(key):
                     raise LabError(f"{node}: /etc/sysctl.d/{conf.name} sets {key}, which is not per network "
                                    f"namespace: the lab will not change it on this machine")
-                _node_run(lab, node, ["sh", "-c", f'echo "$1" > "/proc/sys/$2"', "sh", value, key.replace(".", "/")])
+                _node_run(lab, node, ["sh", "-c", 'echo "$1" > "/proc/sys/$2"', "sh", value, key.replace(".", "/")])
         cni = lab.root(node) / "opt/cni/bin"
         cni.mkdir(parents=True, exist_ok=True)
         for name, path in plugins.items():

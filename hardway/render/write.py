@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import HardwayError
-from ..fsutil import (RECORD, atomic_write, chmod_nofollow, linked_dir_note, read_record, record_beside,
+from ..fsutil import (RECORD, atomic_write, clean_generated, chmod_nofollow, linked_dir_note, read_record, record_beside,
                       remove_written, write_record)
 from ..plan import NodeNotes, NodePlan
 from ..progress import Progress, silent
@@ -159,20 +159,7 @@ def _remove_old_tree(old: Path, new: Path, notes: list[str]) -> None:
     """Delete the files of the previous tree that hardway wrote; anything else stays, with a note."""
     if not old.exists():
         return
-    record = read_record(old / RECORD) | {RECORD}
-    foreign = []
-    for dirpath, dirnames, filenames in os.walk(old, topdown=False):  # never follows links
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            rel = (here / name).relative_to(old).as_posix()
-            if rel in record:
-                (here / name).unlink()
-            else:
-                foreign.append(rel)
-        try:
-            here.rmdir()
-        except OSError:
-            pass
+    foreign = clean_generated(old)
     if foreign:
         notes.append(f"left alone: {old} holds {len(foreign)} file(s) hardway did not write "
                      f"({', '.join(sorted(foreign)[:5])}{', ...' if len(foreign) > 5 else ''}); the new trees are "
