@@ -52,7 +52,7 @@ LAB_BINARIES = ("etcd", "etcdctl", "kube-apiserver", "kube-controller-manager", 
 WORKER_BINARIES = ("kubelet", "kube-proxy") + binaries_mod.WORKER_BINARIES
 HOLDER = "node-namespace"  # the process whose namespaces a worker's units share
 # Units whose work the lab does itself, from the same plan: pod-routes.service's routes are the plan's
-# notes, which _prepare_nodes adds in each node's namespace (the unit has one ExecStart= per route).
+# notes, which _add_routes adds in each node's namespace (the unit has one ExecStart= per route).
 DONE_BY_THE_LAB = ("pod-routes.service",)
 
 STATE = "lab.json"
@@ -301,7 +301,7 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         netns.create(lab.network, record)
         _write_hosts(lab, cluster, ws_plan, plans)
         _write_workstation_script(lab)
-        _prepare_nodes(lab, cluster, plans, say)
+        _prepare_nodes(lab, cluster, say)
         _start(lab, cluster, services, plans, timeout, say)
     except BaseException:
         say("failed: taking the lab down again")
@@ -438,7 +438,7 @@ def _worker_overlays(lab: Lab, cluster: Cluster, say: Say) -> list[wk.Overlay]:
     return overlays
 
 
-def _prepare_nodes(lab: Lab, cluster: Cluster, plans: dict, say: Say) -> None:
+def _prepare_nodes(lab: Lab, cluster: Cluster, say: Say) -> None:
     """Before any unit starts: each worker's cgroup root, namespace holder, the bundle's sysctls and
     CNI plugins."""
     mounts = wk.host_cgroup_mounts()
