@@ -14,7 +14,7 @@ import os
 import secrets
 import stat
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 TEMP_PREFIX = ".hardway-"
@@ -223,12 +223,32 @@ def write_record(record: Path, names: Iterable[str], *, durable: bool = True) ->
     atomic_write(record, data, 0o600, durable=durable)
 
 
+def _plainly_inside(directory: Path, name: str) -> bool:
+    """Whether `name` is a relative path below `directory` reached through real directories only:
+    no `..`, nothing absolute, no symbolic link on the way (lstat, never follows)."""
+    parts = PurePosixPath(name).parts
+    if not parts or PurePosixPath(name).is_absolute() or any(p in ("..", ".", "") for p in parts):
+        return False
+    here = directory
+    for part in parts[:-1]:
+        here = here / part
+        try:
+            if not stat.S_ISDIR(here.lstat().st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
 def remove_written(directory: Path, names: Iterable[str], record: set[str]) -> tuple[list[str], list[str]]:
     """Delete each of `names` under `directory` that hardway wrote (in `record`); never follows a
     link (unlinking a link removes the link). Returns (removed names, notes on what was left alone)."""
     removed, notes = [], []
     for name in sorted(names):
         path = directory / name
+        if not _plainly_inside(directory, name):  # a record is a file on disk: never trust it to leave
+            notes.append(f"left alone: {name!r} (not a plain path inside {directory})")
+            continue
         if name not in record:
             notes.append(f"left alone: {path} (no longer in the spec, but hardway did not write it)")
             continue

@@ -186,3 +186,23 @@ def test_plan_says_what_bundle_will_do_to_a_bundle_no_longer_in_the_spec(tmp_pat
     assert removed == ["w0"]
     for node in removed:
         assert changes[node].status == BundleStatus.REMOVED
+
+
+def test_a_tampered_record_never_leads_a_delete_out_of_its_directory(tmp_path):
+    """The records are files on disk: an entry with `..`, an absolute path or a path through a link
+    must not make hardway (root) delete anything outside the directory it wrote."""
+    from hardway.fsutil import remove_written
+    directory = tmp_path / "nodes"
+    (directory / "n0").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = [outside / "a", outside / "b", outside / "c"]
+    for v in victims:
+        v.write_text("keep\n")
+    (directory / "linked").symlink_to(outside)
+    (directory / "n0" / "mine").write_text("hardway's\n")
+    names = {"../outside/a", str(outside / "b"), "linked/c", "n0/mine"}
+    removed, notes = remove_written(directory, names, names)
+    assert removed == ["n0/mine"]
+    assert all(v.read_text() == "keep\n" for v in victims)
+    assert len(notes) == 3 and all("not a plain path" in n for n in notes)
