@@ -141,3 +141,32 @@ def test_kernel_features_are_recognised_built_in_or_loaded(kthw_worker_files):
     assert wk.kernel_has("br_netfilter", exists=lambda p: p == "/proc/sys/net/bridge/bridge-nf-call-iptables")
     assert not wk.kernel_has("br_netfilter", exists=lambda p: False)
     assert wk.kernel_has("veth", exists=lambda p: p == "/sys/module/veth")
+
+
+def test_a_cgroup_v2_only_machine_is_seen_and_mounted_whole():
+    v2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+    mounts = wk.host_cgroup_mounts(v2)
+    assert [(m.path, m.fstype) for m in mounts] == [("/sys/fs/cgroup", "cgroup2")]
+    assert not wk.cgroup_v1(mounts)
+    assert wk.cgroup_dirs("/hwx-node-0", mounts) == [wk.Path("/sys/fs/cgroup/hwx-node-0")]
+
+
+def test_down_acts_only_on_the_labs_own_cgroup_names():
+    assert wk.lab_cgroup("/hw1a2b3-node-0", "hw1a2b3")
+    for name in ("/", "/system.slice", "/hw1a2b3-", "/hw1a2b3-a/b", "/hw9-node-0", "/hw1a2b3-..", "hw1a2b3-node-0"):
+        assert not wk.lab_cgroup(name, "hw1a2b3"), name
+
+
+def test_capabilities_count_only_in_the_initial_user_namespace():
+    assert wk.in_initial_user_namespace("         0          0 4294967295\n")
+    assert not wk.in_initial_user_namespace("         0     100000      65536\n")
+
+
+def test_a_resolver_under_run_gets_a_copy_for_the_kubelet(kthw_worker_files, tmp_path):
+    files, _ = kthw_worker_files
+    path = "/etc/kubernetes/kubelet-config.yaml"
+    o = wk.kubelet_overlay("node-0", path, files[path], "/r", v1=False, systemd=False, resolv_copy=wk.RESOLV_COPY)
+    assert yaml.safe_load(o.content)["resolvConf"] == wk.RESOLV_COPY and "/run" in o.reasons[0]
+    link = tmp_path / "resolv.conf"
+    link.symlink_to("/run/systemd/resolve/stub-resolv.conf")
+    assert wk.resolver_in_run(str(link)) and not wk.resolver_in_run(str(tmp_path))

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 from .. import binaries as binaries_mod
 from ..names import is_ip
 from ..plan import WORKSTATION
@@ -382,6 +384,9 @@ def _read_units(lab: Lab, plans: dict, overlays: list[wk.Overlay], say: Say) -> 
         binds = []
         for target in mount_roots(paths):
             if not Path("/" + target.split("/")[1]).exists():
+                if "kubelet.service" in plan.units:
+                    raise LabError(f"{node}: the lab needs /{target.split('/')[1]} on this machine to lay the worker's "
+                                   f"{target} over it (e.g. `mkdir /{target.split('/')[1]}`)")
                 continue  # e.g. /opt/cni of a controller+worker on a host without /opt: workers' only
             source = root / target.lstrip("/")
             if not source.exists():
@@ -411,16 +416,24 @@ def _worker_overlays(lab: Lab, cluster: Cluster, say: Say) -> list[wk.Overlay]:
     """The lab-only deviations of each worker (workers.py says why), written beside the node's root
     and announced; and the shell lines that set up each worker's namespace."""
     mounts = wk.host_cgroup_mounts()
-    v1, systemd = wk.cgroup_v1(mounts), wk.systemd_is_init()
+    # The lab runs every unit itself, systemd or not on this machine: the node has no systemd.
+    v1, systemd = wk.cgroup_v1(mounts), False
     fakes = wk.kernel_setting_fakes()
     overlays: list[wk.Overlay] = []
     for node in (n.name for n in cluster.workers):
         kubelet = "/etc/kubernetes/kubelet-config.yaml"
         containerd = "/etc/containerd/config.toml"
-        overlays.append(wk.kubelet_overlay(node, kubelet, lab.on_host(node, kubelet).read_text(),
-                                           _cgroup_root(lab, node), v1=v1, systemd=systemd))
+        text = lab.on_host(node, kubelet).read_text()
+        resolv = (yaml.safe_load(text) or {}).get("resolvConf") or "/etc/resolv.conf"
+        copy = None
+        if wk.resolver_in_run(resolv):
+            copy = wk.RESOLV_COPY
+            lab.on_host(node, copy).parent.mkdir(parents=True, exist_ok=True)
+            lab.on_host(node, copy).write_text(Path(resolv).read_text())
+        overlays.append(wk.kubelet_overlay(node, kubelet, text, _cgroup_root(lab, node), v1=v1, systemd=systemd,
+                                           resolv_copy=copy))
         o = wk.containerd_overlay(node, containerd, lab.on_host(node, containerd).read_text(), systemd=systemd,
-                                  lower_oom=wk.has_capability(wk.CAP_SYS_RESOURCE))
+                                  lower_oom=wk.has_capability(wk.CAP_SYS_RESOURCE) and wk.in_initial_user_namespace())
         overlays += [o] if o else []
         for key, value in fakes.items():
             overlays.append(wk.Overlay(node, f"/proc/sys/{key}", value + "\n", (
@@ -780,7 +793,7 @@ def down(labdir: Path, say: Say = _quiet) -> list[str]:
         for p in lab.processes:
             Path(p.pid_file).unlink(missing_ok=True)
     # Whatever still runs inside the lab's namespaces was started by the lab (probes, strays).
-    names = list(lab.namespaces if lab else [])
+    names = [n for n in (lab.namespaces if lab else []) if n.startswith(netns.lab_prefix(labdir) + "-")]
     names += [n for n in netns.existing_namespaces(netns.lab_prefix(labdir)) if n not in names]
     present = set(netns.existing_namespaces())
     for name in names:
@@ -791,9 +804,9 @@ def down(labdir: Path, say: Say = _quiet) -> list[str]:
                 procs.kill_pids(pids)
     # Containers live in pod namespaces, not the node's: the kubelets' cgroup roots hold them all.
     mounts = wk.host_cgroup_mounts()
-    roots = list(lab.cgroups if lab else [])
-    prefix = "/" + netns.lab_prefix(labdir) + "-"
-    roots += [f"/{d.name}" for m in mounts for d in Path(m.path).glob(prefix.lstrip("/") + "*")
+    prefix = netns.lab_prefix(labdir)
+    roots = [r for r in (lab.cgroups if lab else []) if wk.lab_cgroup(r, prefix)]  # lab.json is only a file
+    roots += [f"/{d.name}" for m in mounts for d in Path(m.path).glob(f"{prefix}-*")
               if d.is_dir() and f"/{d.name}" not in roots]
     for root in dict.fromkeys(roots):
         for line in wk.remove_cgroup(root, mounts):

@@ -78,7 +78,7 @@ def host_cgroup_mounts(mountinfo: str | None = None) -> list[CgroupMount]:
         if len(fields) < 5 or len(tail) < 3:
             continue
         path, fstype = fields[4], tail[0]
-        if fstype not in ("cgroup", "cgroup2") or not path.startswith(CGROUP_ROOT + "/"):
+        if fstype not in ("cgroup", "cgroup2") or not (path == CGROUP_ROOT or path.startswith(CGROUP_ROOT + "/")):
             continue
         opts = ",".join(o for o in tail[2].split(",") if o not in ("rw", "ro"))
         mounts.append(CgroupMount(path, fstype, opts))
@@ -88,10 +88,6 @@ def host_cgroup_mounts(mountinfo: str | None = None) -> list[CgroupMount]:
 def cgroup_v1(mounts: list[CgroupMount]) -> bool:
     """Whether controllers live in v1 hierarchies (a v2 tree at /sys/fs/cgroup/unified does not count)."""
     return any(m.fstype == "cgroup" and m.options and not m.options.startswith("name=") for m in mounts)
-
-
-def systemd_is_init() -> bool:
-    return Path("/run/systemd/system").is_dir()
 
 
 def cgroup_mount_lines(mounts: list[CgroupMount], unified_root: bool) -> list[str]:
@@ -116,15 +112,29 @@ def unified_root() -> bool:
 
 # ---------------------------------------------------------------- overlays (pure) ---------------
 
-def kubelet_overlay(node: str, path: str, text: str, cgroup_root: str, *, v1: bool, systemd: bool) -> Overlay:
+RESOLV_COPY = "/var/lib/kubelet/hardway-lab-resolv.conf"  # in the node's own root
+
+
+def resolver_in_run(path: str) -> bool:
+    """Whether a resolver file (e.g. /etc/resolv.conf, a link to systemd-resolved's or resolvconf's
+    file) lives under /run, which every lab node replaces with its own."""
+    return Path(path).resolve().is_relative_to("/run")
+
+
+def kubelet_overlay(node: str, path: str, text: str, cgroup_root: str, *, v1: bool, systemd: bool,
+                    resolv_copy: str | None = None) -> Overlay:
     """The kubelet's configuration as this machine needs it."""
     config = yaml.safe_load(text)
     if not isinstance(config, dict) or config.get("kind") != "KubeletConfiguration":
         raise LabError(f"{node}: {path} is not a KubeletConfiguration")
     reasons = []
+    if resolv_copy:
+        reasons.append(f"resolvConf: {resolv_copy} (a copy of this machine's {config.get('resolvConf')}, which "
+                       "lives under /run, and every lab node has a /run of its own)")
+        config["resolvConf"] = resolv_copy
     if not systemd and config.get("cgroupDriver") == "systemd":
         config["cgroupDriver"] = "cgroupfs"
-        reasons.append("cgroupDriver: cgroupfs (no systemd as PID 1 here to manage cgroups)")
+        reasons.append("cgroupDriver: cgroupfs (the lab runs the units itself: no systemd manages the node's cgroups)")
     if v1:
         config["failCgroupV1"] = False
         reasons.append("failCgroupV1: false (this machine has cgroup v1; the kubelet refuses it by default)")
@@ -144,7 +154,7 @@ def containerd_overlay(node: str, path: str, text: str, *, systemd: bool, lower_
         text, n = _SYSTEMD_CGROUP.subn(r"\g<1>false", text)
         if n != 1:
             raise LabError(f"{node}: {path} has no `SystemdCgroup = true` line for the lab to turn off")
-        reasons.append("SystemdCgroup = false (runc with cgroupfs, like the kubelet: no systemd as PID 1 here)")
+        reasons.append("SystemdCgroup = false (runc with cgroupfs, like the kubelet: no systemd manages the lab's units)")
     if not lower_oom:
         # TOML allows a table to be defined after its sub-tables; the bundle never defines this one.
         if re.search(r'^\[plugins\."io\.containerd\.cri\.v1\.runtime"\]\s*$', text, re.M):
@@ -157,6 +167,12 @@ def containerd_overlay(node: str, path: str, text: str, *, systemd: bool, lower_
 
 
 CAP_SYS_RESOURCE = 24
+
+
+def in_initial_user_namespace(uid_map: str | None = None) -> bool:
+    """A capability counts on the machine only outside a user namespace (or in one mapping all ids)."""
+    text = uid_map if uid_map is not None else Path("/proc/self/uid_map").read_text()
+    return text.split() == ["0", "0", "4294967295"]
 
 
 def has_capability(bit: int, status: str | None = None) -> bool:
@@ -233,14 +249,23 @@ def manifest_images(manifest: str) -> list[str]:
 
 # ---------------------------------------------------------------- cgroups (side effects) --------
 
+def lab_cgroup(name: str, prefix: str) -> bool:
+    """Whether `name` is one of a lab's kubelet cgroup roots (`/<prefix>-<node>`): down trusts
+    nothing else it reads from lab.json with a kill."""
+    rest = name.removeprefix(f"/{prefix}-")
+    return rest != name and bool(rest) and "/" not in rest and rest not in (".", "..")
+
+
 def cgroup_dirs(name: str, mounts: list[CgroupMount]) -> list[Path]:
     return [Path(m.path) / name.lstrip("/") for m in mounts]
 
 
 def create_cgroup(name: str, mounts: list[CgroupMount]) -> None:
     """Create the kubelet's cgroupRoot in every hierarchy (the kubelet requires it to exist)."""
-    for d in cgroup_dirs(name, mounts):
+    for m, d in zip(mounts, cgroup_dirs(name, mounts)):
         d.mkdir(exist_ok=True)
+        if m.fstype != "cgroup":
+            continue
         for f in ("cpuset.cpus", "cpuset.mems"):  # a v1 cpuset child starts empty: inherit
             if (d / f).exists() and not (d / f).read_text().strip():
                 (d / f).write_text((d.parent / f).read_text())
