@@ -54,18 +54,23 @@ def _make_exe(path: Path, body: str = "#!/bin/sh\nexit 0\n") -> Path:
 # --- the real binaries --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def built() -> dict[str, Path]:
-    """The binaries of the pinned version in the build cache; built under CI=true."""
+def _built(names, command: str) -> dict[str, Path]:
+    """`names` of the pinned version from the build cache: skipped when absent, built under CI=true."""
     bin_dir = cache_dir(VERSION)
-    absent = [n for n in BINARIES if not os.access(bin_dir / n, os.X_OK)]
+    absent = [n for n in names if not os.access(bin_dir / n, os.X_OK)]
     if absent and not IN_CI:
-        missing(f"{', '.join(absent)} not built in {bin_dir}", f"{BUILD_COMMAND}  (about 18 minutes cold, see docs/binaries.md)")
+        missing(f"{', '.join(absent)} not built in {bin_dir}", command)
 
     def progress(name: str, index: int, total: int) -> None:
         print(f"[{index}/{total}] building {name} {VERSION}", file=sys.stderr, flush=True)
 
-    return build(VERSION, progress=progress)
+    return build(VERSION, only=list(names), progress=progress)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, Path]:
+    """The Kubernetes and etcd binaries; built under CI=true."""
+    return _built(BINARIES, f"{BUILD_COMMAND}  (about 18 minutes cold, see docs/binaries.md)")
 
 
 def _run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -139,17 +144,9 @@ def _module(path: str):
 
 @pytest.fixture(scope="module")
 def worker_built() -> dict[str, Path]:
-    """The worker's binaries of the pinned version in the build cache; built under CI=true."""
-    bin_dir = cache_dir(VERSION)
-    absent = [n for n in WORKER_NAMES if not os.access(bin_dir / n, os.X_OK)]
-    if absent and not IN_CI:
-        missing(f"{', '.join(absent)} not built in {bin_dir}",
-                f"{WORKER_BUILD_COMMAND}  (needs libseccomp-dev, pkg-config, gcc and busybox-static; see docs/binaries.md)")
-
-    def progress(name: str, index: int, total: int) -> None:
-        print(f"[{index}/{total}] building {name}", file=sys.stderr, flush=True)
-
-    return build(VERSION, only=WORKER_NAMES, progress=progress)
+    """The worker's binaries; built under CI=true."""
+    return _built(WORKER_NAMES, f"{WORKER_BUILD_COMMAND}  (needs libseccomp-dev, pkg-config, gcc and busybox-static; "
+                                "see docs/binaries.md)")
 
 
 def _has_interpreter(path: Path) -> bool:
