@@ -23,6 +23,7 @@ class PlannedFile:
     data: bytes
     purpose: str  # one line for INSTALL.md and `plan`
     source: str = ""  # the catalog entry or template it came from
+    shared: bool = False  # rendered once per run, the same bytes in every bundle that has it (node table)
 
     @property
     def secret(self) -> bool:

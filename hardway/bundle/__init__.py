@@ -13,8 +13,11 @@ path its bundle does not provide is never written. docs/bundles.md describes the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
+import hashlib
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,9 @@ from ..plan import WORKSTATION
 from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
-from ..fsutil import fsync_dir, read_record, record_beside, remove_written, write_record
-from .archive import SUFFIX, ArchiveStatus, archived_nodes, locked, write_archive
+from ..fsutil import atomic_write, fsync_dir, read_record, record_beside, remove_written, write_batch, write_record
+from .archive import ARCHIVE_MODE, SUFFIX, ArchiveStatus, archive_bytes, archived_nodes, locked
+from .inputs import Inputs, archive_digest, read_state, state_beside, state_bytes, unchanged
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker
@@ -44,32 +48,137 @@ class BundleRun:
     results: list[tuple[str, ArchiveStatus]] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # bundles left alone (hardway did not write them)
+    rendered: int = 0  # bundles rendered this run (the others' inputs and archives were unchanged)
 
     def count(self, status: ArchiveStatus) -> int:
         return sum(1 for _, s in self.results if s == status)
 
 
+BATCH_BYTES = 8 << 20  # archives held before one write_batch (memory stays flat, syncs stay few)
+PARALLEL_FROM = 64  # bundles to build before a second process pays for itself
+
+
+class _Builder:
+    """Plan -> checks -> archive bytes, for one process (a worker of the pool, or this one)."""
+
+    def __init__(self, cluster: Cluster, materials: Materials):
+        from ..render.nodes import Planner
+        self.cluster = cluster
+        self.planner = Planner(cluster, materials)
+        self.checker = Checker(cluster, materials)
+
+    def build(self, name: str) -> tuple[str, list[str], bytes | None]:
+        return self.build_plan(self.planner.plan(name))
+
+    def build_plan(self, plan) -> tuple[str, list[str], bytes | None]:
+        problems = plan_problems(self.checker, plan)
+        if problems:
+            return plan.node, problems, None
+        return plan.node, [], archive_bytes(layout.members(self.cluster, plan))
+
+
+_JOB: tuple | None = None  # (cluster, materials), inherited by the pool's forked workers
+_BUILDER: _Builder | None = None
+
+
+def _build_in_worker(name: str):
+    global _BUILDER
+    if _BUILDER is None:
+        _BUILDER = _Builder(*_JOB)
+    return _BUILDER.build(name)
+
+
+def _workers(count: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return min(cpus, 8) if count >= PARALLEL_FROM else 1
+
+
+@contextmanager
+def _builds(cluster: Cluster, materials: Materials, names: list[str], plans) -> Iterator[Iterator[tuple]]:
+    """(node, problems, archive bytes) for each name (or given plan), in order. Independent bundles
+    are built by forked worker processes when there are enough of them and more than one CPU; each
+    worker renders and compresses, this process only writes (results stream back in order, a few
+    at a time: memory stays flat)."""
+    global _JOB
+    if plans is not None:
+        builder = _Builder(cluster, materials)
+        yield (builder.build_plan(p) for p in plans)
+        return
+    workers = _workers(len(names))
+    if workers == 1:
+        builder = _Builder(cluster, materials)
+        yield (builder.build(n) for n in names)
+        return
+    import multiprocessing
+    _JOB = (cluster, materials)
+    try:
+        # fork: the workers inherit the cluster and the materials (nothing pickled but names and
+        # archives), and start before any progress thread exists
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            yield pool.imap(_build_in_worker, names, chunksize=8)
+    finally:
+        _JOB = None
+
+
 def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None, *, progress: Progress = silent) -> BundleRun:
     """Write <out>/bundles/<node>.tar.gz for every node and the workstation; delete bundles of
     nodes no longer in the spec. Raises HardwayError (after writing the good ones) if a plan fails
-    its checks; those bundles are left as they were."""
-    if plans is None:
-        from ..render import iter_node_plans
-        plans = iter_node_plans(cluster, materials)
+    its checks; those bundles are left as they were.
+
+    A bundle whose inputs (inputs.Inputs: source, spec values, node table, store entries) are the
+    ones recorded for it, and whose archive on disk is the recorded one (size and SHA-256), is
+    neither rendered nor compressed. The others are written in batches: temp files, one syncfs,
+    renames, one syncfs (fsutil.write_batch), so each archive is old or new whatever happens."""
     bundles = out / "bundles"
     run = BundleRun(bundles)
-    checker = Checker(cluster, materials)
+    names = [n.name for n in cluster.nodes] + [WORKSTATION]
     refused: list[str] = []
-    with locked(bundles), progress("writing bundles", len(cluster.nodes) + 1) as advance:
-        for plan in plans:
-            problems = plan_problems(checker, plan)
-            if problems:
-                refused += [f"{plan.node}: {p}" for p in problems]
-            else:
-                status = write_archive(bundles / f"{plan.node}{SUFFIX}", layout.members(cluster, plan))
-                run.results.append((plan.node, status))
-            advance()
+    with locked(bundles):
+        state = read_state(bundles)
+        inputs = Inputs(cluster, materials)
+        wanted_inputs = {name: inputs.of(name) for name in names}
+        records: dict[str, dict] = {}
+        todo = []
+        if plans is None:
+            for name in names:
+                if unchanged(state.get(name), wanted_inputs[name], bundles / f"{name}{SUFFIX}"):
+                    records[name] = state[name]
+                else:
+                    todo.append(name)
+        statuses: dict[str, ArchiveStatus] = {}
+        batch: list[tuple[Path, bytes, int]] = []
+        held = 0
+        with _builds(cluster, materials, todo, plans) as built, \
+                progress("writing bundles", len(todo) if plans is None else len(names)) as advance:
+            for node, problems, data in built:
+                run.rendered += 1
+                advance()
+                if problems:
+                    refused += [f"{node}: {p}" for p in problems]
+                    continue
+                path = bundles / f"{node}{SUFFIX}"
+                digest = hashlib.sha256(data).hexdigest()
+                if archive_digest(path) == (len(data), digest):
+                    statuses[node] = ArchiveStatus.UNCHANGED  # the same bytes: the file keeps its mtime
+                else:
+                    statuses[node] = ArchiveStatus.UPDATED if os.path.lexists(path) else ArchiveStatus.CREATED
+                    batch.append((path, data, ARCHIVE_MODE))
+                    held += len(data)
+                if node in wanted_inputs:
+                    records[node] = {"inputs": wanted_inputs[node], "size": len(data), "sha256": digest}
+                if held >= BATCH_BYTES:
+                    write_batch(bundles, batch)
+                    batch, held = [], 0
+            if batch:
+                write_batch(bundles, batch)
+        run.results = [(name, statuses.get(name, ArchiveStatus.UNCHANGED)) for name in names
+                       if name in statuses or name in records]
+        run.results += [(n, s) for n, s in statuses.items() if n not in wanted_inputs]
         if refused:
+            _save_state(bundles, records)
             raise HardwayError("refused to write bundles that would break least privilege or miss a file "
                                "(a rendering bug; those bundles were left as they were):\n  " + "\n  ".join(refused))
         wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
@@ -79,6 +188,20 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
         run.removed += [name[: -len(SUFFIX)] for name in removed]
         if removed:
             fsync_dir(bundles)
+        _save_state(bundles, records)
         # what this run wrote or kept, and nothing else: an unwritten archive (refused) is not ours yet
         write_record(record_beside(bundles), {f"{node}{SUFFIX}" for node, _ in run.results})
     return run
+
+
+def _save_state(bundles: Path, records: dict[str, dict]) -> None:
+    """Written after the archives it describes are durable: a run killed before this leaves the old
+    state, which then matches no new archive (their digests differ), so nothing is wrongly skipped."""
+    data = state_bytes(records)
+    path = state_beside(bundles)
+    try:
+        if not path.is_symlink() and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    atomic_write(path, data, 0o600)
