@@ -128,7 +128,7 @@ def _referenced_paths(plan: NodePlan) -> set[str]:
 
 
 # Files a node's own OS provides (not ours to ship).
-HOST_FILES = {"/etc/resolv.conf"}
+HOST_FILES = {"/etc/resolv.conf", "/etc/hosts"}
 
 
 @pytest.mark.parametrize("example,minor", CASES)

@@ -266,7 +266,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         # node table, which INSTALL.md points at instead of repeating it (it would grow with the cluster)
         routes=any(f.path.endswith("/pod-routes.service") for f in files),
         node_table=next((f.path for f in files if f.shared and f.path.endswith("/cluster-nodes")), None),
-        node_tool=next((f.path for f in files if f.shared and f.path.endswith("/hardway-nodes")), None),
+        node_tool=next((f.path for f in files if f.shared and f.path.endswith("/hardway-nodes.sh")), None),
         hosts_markers=hosts_markers(cluster.name),
         has=lambda path: path in plan.paths,
         endpoint_is_name=not is_ip(cluster.api_endpoint),

@@ -35,7 +35,8 @@ def run_lines(run) -> list[str]:
 
 
 def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
-    """One line per changed file, grouped by bundle (not a table: paths and reasons are long)."""
+    """One line per bundle to create, change or remove: what and why, and the files it touches by
+    name (the file-by-file reasons stay in the data: `plan --json`)."""
     lines = []
     shown = 0
     for c in changes:
@@ -47,12 +48,20 @@ def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
         if shown > _LIST_UP_TO:
             continue
         style = _BUNDLE_STYLE[c.status]
-        lines.append(f"[bold]{escape(c.node)}[/] [{style}]{c.status}[/]" + (f": {escape(c.note)}" if c.note else ""))
-        for f in c.files:
-            lines.append(f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {escape(f.path)}: {escape(f.why)}")
+        line = f"  [bold]{escape(c.node)}[/] [{style}]{c.status}[/]" + (f": {escape(c.note)}" if c.note else "")
+        if c.files:
+            names = [f.path for f in c.files]
+            listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            line += f" ({len(names)} file(s): {escape(listed)})"
+        lines.append(line)
     if shown > _LIST_UP_TO:
         lines.append(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
     return lines
+
+
+def plan_file_lines(change: NodeChange) -> list[str]:
+    """The file-by-file detail of one bundle's change (what `plan --json` holds), as lines."""
+    return [f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {escape(f.path)}: {escape(f.why)}" for f in change.files]
 
 
 def plan_summary(changes: list[NodeChange]) -> str:
