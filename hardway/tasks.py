@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from . import resources
 from .errors import HardwayError
-from .fsutil import clean_generated, record_beside
+from .fsutil import clean_generated, inputs_beside, record_beside
 from .lab.tasks import collection as lab_collection
 from .output import console
 from .pipeline import BUNDLES, KUBECONFIGS, NODES, PKI
@@ -171,6 +171,7 @@ def clean(c, out=None, pki=False, yes=False):
             if (child.is_symlink() and not child.is_dir()) or child.is_file() or (name == PKI_STORE and child.is_symlink()):
                 child.unlink()  # the link (or a stray file) itself, never what a link leads to
                 record_beside(child).unlink(missing_ok=True)
+                inputs_beside(child).unlink(missing_ok=True)
             elif not child.is_dir():
                 continue
             elif name == PKI_STORE:

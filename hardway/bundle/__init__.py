@@ -81,6 +81,19 @@ _JOB: tuple | None = None  # (cluster, materials), inherited by the pool's forke
 _BUILDER: _Builder | None = None
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: a worker dies with hardway (PR_SET_PDEATHSIG), so a killed run
+    leaves no worker holding the bundles lock or the caller's stderr."""
+    import signal
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # hardway died before the line above
+        os._exit(1)
+
+
 def _build_in_worker(name: str):
     global _BUILDER
     if _BUILDER is None:
@@ -117,7 +130,8 @@ def _builds(cluster: Cluster, materials: Materials, names: list[str], plans) -> 
     try:
         # fork: the workers inherit the cluster and the materials (nothing pickled but names and
         # archives), and start before any progress thread exists
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_die_with_parent,
+                                                      initargs=(os.getpid(),)) as pool:
             yield pool.imap(_build_in_worker, names, chunksize=8)
     finally:
         _JOB = None

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..fsutil import inputs_beside
 from ..plan import WORKSTATION
 from ..resources import data_dir
 from ..spec import Cluster
@@ -45,7 +46,7 @@ STATE_FORMAT = 1
 
 
 def state_beside(bundles: Path) -> Path:
-    return bundles.parent / f".{bundles.name}.inputs"
+    return inputs_beside(bundles)
 
 
 def _h(*parts: bytes) -> "hashlib._Hash":
