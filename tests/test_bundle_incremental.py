@@ -356,3 +356,19 @@ def test_a_killed_bundle_run_leaves_no_worker_and_the_next_run_is_whole(tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert "0 created, 0 updated, 305 unchanged" in r.stdout, r.stdout
+
+
+def test_bundles_patched_for_a_new_node_table_are_the_bytes_of_a_full_build(built, tmp_path, monkeypatch):
+    """Adding a worker patches the other bundles' archives (their node table and its digests) without
+    rendering them; the result is byte for byte a full build of the bigger cluster."""
+    cluster, out, _ = built
+    text = (tmp_path / "cluster.yaml").read_text()
+    bigger = load_text(text + "  - name: node-3\n    address: 10.240.0.23\n    roles: [worker]\n", tmp_path / "cluster.yaml")
+    materials = reconcile(bigger, out / "pki").materials
+    seen = rendered_nodes(monkeypatch)
+    write_bundles(bigger, materials, out)
+    assert sorted(seen) == sorted(["node-3", WORKSTATION])  # the others were patched, not rendered
+    fresh = tmp_path / "fresh"
+    shutil.copytree(out / "pki", fresh / "pki")
+    write_bundles(bigger, materials, fresh)
+    assert {n: d for n, (d, _, _) in files(out).items()} == {n: d for n, (d, _, _) in files(fresh).items()}

@@ -28,7 +28,8 @@ from ..spec import Cluster
 from . import layout
 from ..fsutil import atomic_write, fsync_dir, read_record, record_beside, remove_written, write_batch, write_record
 from .archive import ARCHIVE_MODE, SUFFIX, ArchiveStatus, archive_bytes, archived_nodes, locked
-from .inputs import Inputs, archive_digest, read_state, state_beside, state_bytes, unchanged
+from .inputs import (Inputs, archive_digest, changed_components, read_regular, read_state, state_beside,
+                     state_bytes, unchanged)
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
 from .diff import FileChange, NodeChange, plan_bundles, preview_materials
 from .privilege import Checker
@@ -61,14 +62,33 @@ PARALLEL_FROM = 64  # bundles to build before a second process pays for itself
 class _Builder:
     """Plan -> checks -> archive bytes, for one process (a worker of the pool, or this one)."""
 
-    def __init__(self, cluster: Cluster, materials: Materials):
+    def __init__(self, cluster: Cluster, materials: Materials, bundles: Path):
         from ..render.nodes import Planner
         self.cluster = cluster
+        self.bundles = bundles
         self.planner = Planner(cluster, materials)
         self.checker = Checker(cluster, materials)
 
-    def build(self, name: str) -> tuple[str, list[str], bytes | None]:
+    def build(self, name: str, recorded: tuple[int, str] | None = None) -> tuple[str, list[str], bytes | None]:
+        """`recorded`: (size, sha256) of the node's archive when only the node table changed since it
+        was made; it is then patched (patch.py) if it is still that archive, else rendered in full."""
+        if recorded is not None:
+            done = self._patch(name, recorded)
+            if done is not None:
+                return done
         return self.build_plan(self.planner.plan(name))
+
+    def _patch(self, name: str, recorded: tuple[int, str]):
+        from .patch import patched
+        old = read_regular(self.bundles / f"{name}{SUFFIX}")
+        if old is None or (len(old), hashlib.sha256(old).hexdigest()) != recorded:
+            return None
+        shared = self.planner.shared_files(name)
+        problems = [f"{f.path}: {f.problem}" for f in self.checker.check(name, shared)]
+        if problems:
+            return name, problems, None
+        data = patched(old, name, {f.path: f.data for f in shared})
+        return None if data is None else (name, [], data)
 
     def build_plan(self, plan) -> tuple[str, list[str], bytes | None]:
         problems = plan_problems(self.checker, plan)
@@ -94,11 +114,11 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _build_in_worker(name: str):
+def _build_in_worker(item: tuple[str, tuple[int, str] | None]):
     global _BUILDER
     if _BUILDER is None:
         _BUILDER = _Builder(*_JOB)
-    return _BUILDER.build(name)
+    return _BUILDER.build(*item)
 
 
 def _workers(count: int) -> int:
@@ -110,29 +130,30 @@ def _workers(count: int) -> int:
 
 
 @contextmanager
-def _builds(cluster: Cluster, materials: Materials, names: list[str], plans) -> Iterator[Iterator[tuple]]:
-    """(node, problems, archive bytes) for each name (or given plan), in order. Independent bundles
-    are built by forked worker processes when there are enough of them and more than one CPU; each
-    worker renders and compresses, this process only writes (results stream back in order, a few
-    at a time: memory stays flat)."""
+def _builds(cluster: Cluster, materials: Materials, bundles: Path, todo: list[tuple[str, tuple[int, str] | None]],
+            plans) -> Iterator[Iterator[tuple]]:
+    """(node, problems, archive bytes) for each (name, recorded archive to patch or None), or for
+    each given plan, in order. Independent bundles are built by forked worker processes when there
+    are enough of them and more than one CPU; each worker renders and compresses, this process only
+    writes (results stream back in order, a few at a time: memory stays flat)."""
     global _JOB
     if plans is not None:
-        builder = _Builder(cluster, materials)
+        builder = _Builder(cluster, materials, bundles)
         yield (builder.build_plan(p) for p in plans)
         return
-    workers = _workers(len(names))
+    workers = _workers(len(todo))
     if workers == 1:
-        builder = _Builder(cluster, materials)
-        yield (builder.build(n) for n in names)
+        builder = _Builder(cluster, materials, bundles)
+        yield (builder.build(*item) for item in todo)
         return
     import multiprocessing
-    _JOB = (cluster, materials)
+    _JOB = (cluster, materials, bundles)
     try:
         # fork: the workers inherit the cluster and the materials (nothing pickled but names and
         # archives), and start before any progress thread exists
         with multiprocessing.get_context("fork").Pool(workers, initializer=_die_with_parent,
                                                       initargs=(os.getpid(),)) as pool:
-            yield pool.imap(_build_in_worker, names, chunksize=8)
+            yield pool.imap(_build_in_worker, todo, chunksize=8)
     finally:
         _JOB = None
 
@@ -155,17 +176,20 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
         inputs = Inputs(cluster, materials)
         wanted_inputs = {name: inputs.of(name) for name in names}
         records: dict[str, dict] = {}
-        todo = []
+        todo: list[tuple[str, tuple[int, str] | None]] = []
         if plans is None:
             for name in names:
-                if unchanged(state.get(name), wanted_inputs[name], bundles / f"{name}{SUFFIX}"):
-                    records[name] = state[name]
+                rec = state.get(name)
+                if unchanged(rec, wanted_inputs[name], bundles / f"{name}{SUFFIX}"):
+                    records[name] = rec
+                elif name != WORKSTATION and changed_components(rec, wanted_inputs[name]) == ["table"]:
+                    todo.append((name, (rec["size"], rec["sha256"])))  # patched if still that archive
                 else:
-                    todo.append(name)
+                    todo.append((name, None))
         statuses: dict[str, ArchiveStatus] = {}
         batch: list[tuple[Path, bytes, int]] = []
         held = 0
-        with _builds(cluster, materials, todo, plans) as built, \
+        with _builds(cluster, materials, bundles, todo, plans) as built, \
                 progress("writing bundles", len(todo) if plans is None else len(names)) as advance:
             for node, problems, data in built:
                 run.rendered += 1

@@ -158,21 +158,25 @@ def state_bytes(records: dict[str, dict]) -> bytes:
                         "bundles": {n: records[n] for n in sorted(records)}}, indent=0, sort_keys=True) + "\n").encode()
 
 
-def archive_digest(path: Path) -> tuple[int, str] | None:
-    """(size, SHA-256) of a regular file at `path` (never through a link), or None."""
+def read_regular(path: Path) -> bytes | None:
+    """The bytes of a regular file at `path` (never through a link), or None."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read()
+            return f.read()
     finally:
         os.close(fd)
-    return len(data), hashlib.sha256(data).hexdigest()
+
+
+def archive_digest(path: Path) -> tuple[int, str] | None:
+    """(size, SHA-256) of a regular file at `path` (never through a link), or None."""
+    data = read_regular(path)
+    return None if data is None else (len(data), hashlib.sha256(data).hexdigest())
 
 
 def unchanged(rec: dict | None, want: dict[str, str], path: Path) -> bool:

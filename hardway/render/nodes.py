@@ -263,6 +263,13 @@ class Planner:
     def plan(self, name: str) -> NodePlan:
         return _plan(self._shared, None if name == WORKSTATION else self.cluster.node(name))
 
+    def shared_files(self, name: str) -> list[PlannedFile]:
+        """The `shared: true` files of a node's plan (the node table), without rendering the rest."""
+        node = self.cluster.node(name)
+        rules = [self._shared.layout.roles[r] for r in ROLES if r in node.roles]
+        found = {f.path: f for r in rules for f in r.files if f.shared}
+        return [self._shared.shared_file(f) for f in found.values()]
+
 
 def iter_node_plans(cluster: Cluster, materials: Materials, only: Iterable[str] | None = None) -> Iterator[NodePlan]:
     """Every node's plan in spec order, then the workstation's; one at a time. `only`: just these
