@@ -27,7 +27,7 @@ from ..progress import Progress, silent
 from ..spec import Cluster
 from . import layout
 from ..fsutil import atomic_write, fsync_dir, read_record, record_beside, remove_written, write_batch, write_record
-from .archive import ARCHIVE_MODE, SUFFIX, ArchiveStatus, archive_bytes, archived_nodes, locked
+from .archive import ARCHIVE_MODE, SUFFIX, ArchiveStatus, Assembler, archive_bytes, archived_nodes, locked
 from .inputs import (Inputs, archive_digest, changed_components, read_regular, read_state, state_beside,
                      state_bytes, unchanged)
 from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
@@ -68,33 +68,51 @@ class _Builder:
         self.bundles = bundles
         self.planner = Planner(cluster, materials)
         self.checker = Checker(cluster, materials)
+        self.assembler = Assembler()
 
-    def build(self, name: str, recorded: tuple[int, str] | None = None) -> tuple[str, list[str], bytes | None]:
-        """`recorded`: (size, sha256) of the node's archive when only the node table changed since it
-        was made; it is then patched (patch.py) if it is still that archive, else rendered in full."""
+    def build(self, name: str, recorded: dict | None = None) -> tuple[str, list[str], bytes | None, int]:
+        """(node, problems, archive, length of its first gzip member). `recorded`: the node's record
+        when only the node table changed since it was made; the archive is then patched (patch.py) if
+        it is still the recorded one, else rendered in full."""
         if recorded is not None:
             done = self._patch(name, recorded)
             if done is not None:
                 return done
         return self.build_plan(self.planner.plan(name))
 
-    def _patch(self, name: str, recorded: tuple[int, str]):
-        from .patch import patched
-        old = read_regular(self.bundles / f"{name}{SUFFIX}")
-        if old is None or (len(old), hashlib.sha256(old).hexdigest()) != recorded:
-            return None
-        shared = self.planner.shared_files(name)
-        problems = [f"{f.path}: {f.problem}" for f in self.checker.check(name, shared)]
-        if problems:
-            return name, problems, None
-        data = patched(old, name, {f.path: f.data for f in shared})
-        return None if data is None else (name, [], data)
+    def _split(self, node: str, members: list[layout.Member], shared_paths: set[str]):
+        derived_names = {f"{node}/{layout.SUMS}", f"{node}/{layout.INSTALL_SH}"}
+        shared_names = {f"{node}/{layout.member_name(node, p)}" for p in shared_paths}
+        own = [m for m in members if m.name not in derived_names and m.name not in shared_names]
+        derived = [m for m in members if m.name in derived_names]
+        shared = [m for m in members if m.name in shared_names]
+        return own, derived, shared
 
-    def build_plan(self, plan) -> tuple[str, list[str], bytes | None]:
+    def build_plan(self, plan) -> tuple[str, list[str], bytes | None, int]:
         problems = plan_problems(self.checker, plan)
         if problems:
-            return plan.node, problems, None
-        return plan.node, [], archive_bytes(layout.members(self.cluster, plan))
+            return plan.node, problems, None, 0
+        members = layout.members(self.cluster, plan)
+        own, derived, shared = self._split(plan.node, members, {f.path for f in plan.files if f.shared})
+        assembled = self.assembler.assemble(own, derived, shared)
+        if assembled is None:  # a name that does not fit ustar: one pax tar, never patched
+            return plan.node, [], archive_bytes(members), 0
+        return (plan.node, [], *assembled)
+
+    def _patch(self, name: str, recorded: dict):
+        from .patch import patched
+        old = read_regular(self.bundles / f"{name}{SUFFIX}")
+        if old is None or (len(old), hashlib.sha256(old).hexdigest()) != (recorded["size"], recorded["sha256"]):
+            return None
+        files = self.planner.shared_files(name)
+        problems = [f"{f.path}: {f.problem}" for f in self.checker.check(name, files)]
+        if problems:
+            return name, problems, None, 0
+        shared = sorted((layout.Member(f"{name}/{layout.member_name(name, f.path)}", f.mode, f.data) for f in files),
+                        key=lambda m: m.name.split("/"))
+        derived_names = sorted([f"{name}/{layout.SUMS}", f"{name}/{layout.INSTALL_SH}"], key=lambda n: n.split("/"))
+        data = patched(old, recorded.get("head", 0), name, derived_names, shared, self.assembler)
+        return None if data is None else (name, [], data, recorded["head"])
 
 
 _JOB: tuple | None = None  # (cluster, materials), inherited by the pool's forked workers
@@ -114,7 +132,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _build_in_worker(item: tuple[str, tuple[int, str] | None]):
+def _build_in_worker(item: tuple[str, dict | None]):
     global _BUILDER
     if _BUILDER is None:
         _BUILDER = _Builder(*_JOB)
@@ -130,9 +148,9 @@ def _workers(count: int) -> int:
 
 
 @contextmanager
-def _builds(cluster: Cluster, materials: Materials, bundles: Path, todo: list[tuple[str, tuple[int, str] | None]],
+def _builds(cluster: Cluster, materials: Materials, bundles: Path, todo: list[tuple[str, dict | None]],
             plans) -> Iterator[Iterator[tuple]]:
-    """(node, problems, archive bytes) for each (name, recorded archive to patch or None), or for
+    """(node, problems, archive bytes, head) for each (name, record of the archive to patch or None), or for
     each given plan, in order. Independent bundles are built by forked worker processes when there
     are enough of them and more than one CPU; each worker renders and compresses, this process only
     writes (results stream back in order, a few at a time: memory stays flat)."""
@@ -176,14 +194,14 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
         inputs = Inputs(cluster, materials)
         wanted_inputs = {name: inputs.of(name) for name in names}
         records: dict[str, dict] = {}
-        todo: list[tuple[str, tuple[int, str] | None]] = []
+        todo: list[tuple[str, dict | None]] = []
         if plans is None:
             for name in names:
                 rec = state.get(name)
                 if unchanged(rec, wanted_inputs[name], bundles / f"{name}{SUFFIX}"):
                     records[name] = rec
                 elif name != WORKSTATION and changed_components(rec, wanted_inputs[name]) == ["table"]:
-                    todo.append((name, (rec["size"], rec["sha256"])))  # patched if still that archive
+                    todo.append((name, rec))  # patched if still that archive
                 else:
                     todo.append((name, None))
         statuses: dict[str, ArchiveStatus] = {}
@@ -191,7 +209,7 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
         held = 0
         with _builds(cluster, materials, bundles, todo, plans) as built, \
                 progress("writing bundles", len(todo) if plans is None else len(names)) as advance:
-            for node, problems, data in built:
+            for node, problems, data, head in built:
                 run.rendered += 1
                 advance()
                 if problems:
@@ -206,7 +224,7 @@ def write_bundles(cluster: Cluster, materials: Materials, out: Path, plans=None,
                     batch.append((path, data, ARCHIVE_MODE))
                     held += len(data)
                 if node in wanted_inputs:
-                    records[node] = {"inputs": wanted_inputs[node], "size": len(data), "sha256": digest}
+                    records[node] = {"inputs": wanted_inputs[node], "size": len(data), "sha256": digest, "head": head}
                 if held >= BATCH_BYTES:
                     write_batch(bundles, batch)
                     batch, held = [], 0

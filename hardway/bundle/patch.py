@@ -1,22 +1,24 @@
 """A bundle whose only changed input is the node table, rebuilt from its own archive instead of rendered.
 
 Adding a worker changes the node table, which every bundle carries, and nothing else of the other
-bundles (inputs.py: their spec, store and source digests are unchanged). Those bundles are then
-the old archive with three members changed: the table itself, and its SHA-256 in `SHA256SUMS` and
-in install.sh's manifest. `patched` does exactly that to the archive on disk (whose size and
-SHA-256 the caller has checked against the record, so it is the one hardway wrote), and returns
-None whenever anything is not as expected: the caller then renders the bundle in full. The result
-is byte for byte what a full rendering gives (tests/test_bundle_incremental.py compares them).
+bundles (inputs.py: their spec, store and source digests are unchanged). Such a bundle is its old
+archive with the table replaced, and the table's SHA-256 replaced in `SHA256SUMS` and in install.sh's
+manifest. The archive is laid out for this (archive.Assembler): its first gzip member holds every
+other member and is kept as it is, byte for byte; the second holds install.sh and SHA256SUMS, which
+are decompressed, get the new digest and are compressed again (a few KB); the shared files follow,
+compressed once per run. `patched` works on the archive on disk after the caller checked its size
+and SHA-256 against the record (so it is the one hardway wrote), and returns None whenever anything
+is not as expected: the caller then renders the bundle in full. The result is byte for byte what a
+full build gives (tests/test_bundle_incremental.py compares them).
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
+import re
 import zlib
 
-from .archive import archive_bytes, tar_bytes
-from .layout import INSTALL_SH, ROOTFS, SUMS, Member
+from .archive import Assembler
+from .layout import ROOTFS, SUMS, Member, sha256
 
 
 def parse_tar(data: bytes) -> list[Member] | None:
@@ -39,6 +41,8 @@ def parse_tar(data: bytes) -> list[Member] | None:
             if head[156:157] == b"5":
                 members.append(Member(name.rstrip("/"), mode))
                 continue
+            if at + size > len(data):
+                return None
             members.append(Member(name, mode, data[at:at + size]))
             at += -(-size // 512) * 512
     except (ValueError, UnicodeDecodeError):
@@ -46,34 +50,44 @@ def parse_tar(data: bytes) -> list[Member] | None:
     return members
 
 
-def patched(archive: bytes, node: str, shared: dict[str, bytes]) -> bytes | None:
-    """`archive` (a node's .tar.gz) with its shared files (install path -> new bytes) replaced, and
-    their digests with them; None if the archive is not shaped as expected."""
+def patched(archive: bytes, head: int, node: str, derived_names: list[str], shared: list[Member],
+            assembler: Assembler) -> bytes | None:
+    """`archive` with its shared members replaced by `shared` (and their digests in the derived
+    members, SHA256SUMS and install.sh); `head` is the recorded length of its first gzip member.
+    None if the archive is not laid out as expected."""
+    if not isinstance(head, int) or not 0 < head < len(archive):
+        return None
+    unpack = zlib.decompressobj(31)
     try:
-        tar = gzip.decompress(archive)
-    except (OSError, EOFError, zlib.error):
+        middle = unpack.decompress(archive[head:])
+    except zlib.error:
         return None
-    members = parse_tar(tar)
-    if members is None or tar_bytes(members) != tar:  # the parse must give back exactly these bytes
+    if not unpack.eof:
         return None
-    by_name = {m.name: i for i, m in enumerate(members)}
-    swaps: list[tuple[bytes, bytes]] = []
-    for path, data in shared.items():
-        i = by_name.get(f"{node}/{ROOTFS}{path}")
-        if i is None:
+    derived = parse_tar(middle)
+    if derived is None or [m.name for m in derived] != derived_names or any(m.is_dir for m in derived):
+        return None
+    sums = next((m.data for m in derived if m.name == f"{node}/{SUMS}"), None)
+    if sums is None:
+        return None
+    swaps = []
+    for m in shared:
+        path = m.name[len(node) + 1:]
+        old = re.findall(rb"^([0-9a-f]{64})  " + re.escape(path.encode()) + rb"$", sums, re.M)
+        if len(old) != 1 or not path.startswith(ROOTFS + "/"):
             return None
-        old = members[i]
-        if old.data != data:
-            swaps.append((hashlib.sha256(old.data).hexdigest().encode(), hashlib.sha256(data).hexdigest().encode()))
-            members[i] = Member(old.name, old.mode, data)
-    for own in (SUMS, INSTALL_SH):
-        i = by_name.get(f"{node}/{own}")
-        if i is None:
-            return None
-        text = members[i].data
+        new = sha256(m.data).encode()
+        if old[0] != new:
+            swaps.append((old[0], new))
+    out = []
+    for m in derived:
+        text = m.data
         for old_hex, new_hex in swaps:
             if text.count(old_hex) != 1:  # SHA256SUMS and the manifest name each file once
                 return None
             text = text.replace(old_hex, new_hex)
-        members[i] = Member(members[i].name, members[i].mode, text)
-    return archive_bytes(members)
+        out.append(Member(m.name, m.mode, text))
+    blocks = assembler.derived_blocks(out)
+    if blocks is None:
+        return None
+    return archive[:head] + assembler.tail(blocks, shared)
