@@ -474,6 +474,21 @@ def test_node_tool_prints_the_hosts_lines_of_the_plan(tmp_path, example):
     assert lines[1:-1] == list(plan.notes.hosts) and len(lines) - 2 >= len(c.nodes)
 
 
+def test_node_tool_is_posix_and_shellcheck_clean(tmp_path, prerequisite):
+    if not shutil.which("shellcheck"):
+        prerequisite("shellcheck", "apt-get install -y shellcheck")
+    plan = node_plan(cluster("ha"), materials("ha"), "node-0")
+    r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=plan.file(NODE_TOOL).data, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode()
+    (tmp_path / "tool.sh").write_bytes(plan.file(NODE_TOOL).data)
+    for args in ([], ["routes"], ["routes", "add"], ["routes", "move", "node-0"], ["hosts", "a", "b"], ["what"]):
+        r = subprocess.run(["sh", str(tmp_path / "tool.sh"), *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "usage:" in r.stderr, args
+    r = subprocess.run(["sh", str(tmp_path / "tool.sh"), "hosts", str(tmp_path / "missing")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "cannot read" in r.stderr
+
+
 def test_no_pod_routes_unit_where_there_is_no_route():
     from hardway import spec
     from hardway.pki import generate_materials
