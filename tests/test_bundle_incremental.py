@@ -372,3 +372,55 @@ def test_bundles_patched_for_a_new_node_table_are_the_bytes_of_a_full_build(buil
     shutil.copytree(out / "pki", fresh / "pki")
     write_bundles(bigger, materials, fresh)
     assert {n: d for n, (d, _, _) in files(out).items()} == {n: d for n, (d, _, _) in files(fresh).items()}
+
+
+def _mutations(text: str) -> dict[str, str]:
+    node1 = re.compile(r"(  - name: node-1\n    address: )(\S+)(\n)")
+    ctrl1 = re.compile(r"(  - name: controller-1\n    address: )(\S+)(\n)")
+    assert node1.search(text) and ctrl1.search(text)
+    return {
+        "a worker's address": node1.sub(r"\g<1>10.240.0.41\3", text),
+        "a worker's fqdn": node1.sub(r"\g<1>\2\3    fqdn: node-1.example.internal\n", text),
+        "a worker's kubelet": node1.sub(r"\g<1>\2\3    kubelet: {resolvConf: /run/systemd/resolve/resolv.conf}\n", text),
+        "a controller's address": ctrl1.sub(r"\g<1>10.240.0.42\3", text),
+        "a new worker": text + "  - name: node-3\n    address: 10.240.0.23\n    roles: [worker]\n",
+        "a worker less": re.sub(r"  - name: node-2\n(    .*\n)*", "", text),
+        "the cluster domain": text.replace("  serviceCIDR:", "  clusterDomain: example.local\n  serviceCIDR:", 1),
+    }
+
+
+@pytest.mark.parametrize("what", ["a worker's address", "a worker's fqdn", "a worker's kubelet", "a controller's address",
+                                  "a new worker", "a worker less", "the cluster domain"])
+def test_equal_input_digests_mean_equal_bundles(what, tmp_path):
+    """The skip's soundness, checked from the output side: for each kind of spec change, every bundle
+    whose four digests did not change renders to the same bytes (same materials on both sides, so
+    only the spec differs). A template that starts reading another worker's values outside the node
+    table fails here."""
+    from hardway.bundle import layout
+    from hardway.bundle.archive import tar_bytes
+    from hardway.bundle.inputs import Inputs
+    from hardway.pki import generate_materials
+    text = (REPO / "examples" / "ha.yaml").read_text()
+    before = load_text(text, tmp_path / "a.yaml")
+    after = load_text(_mutations(text)[what], tmp_path / "b.yaml")
+    assert after != before
+    materials = generate_materials(after)  # holds node-3 for "a new worker"; extra entries are never read
+    old, new = Inputs(before, materials), Inputs(after, materials)
+    planner_old, planner_new = render_nodes.Planner(before, materials), render_nodes.Planner(after, materials)
+    names = {n.name for n in before.nodes} & {n.name for n in after.nodes} | {WORKSTATION}
+    same = [n for n in sorted(names) if old.of(n) == new.of(n)]
+    for name in same:
+        a = tar_bytes(layout.members(before, planner_old.plan(name)))
+        b = tar_bytes(layout.members(after, planner_new.plan(name)))
+        assert a == b, f"{name}: same inputs, other bytes after {what}"
+    # a bundle whose only changed input is the node table is patched, not rendered: nothing but the
+    # shared files and the two lists of their digests may differ
+    for name in sorted(names - set(same)):
+        if [c for c in old.of(name) if old.of(name)[c] != new.of(name)[c]] != ["table"]:
+            continue
+        a = {m.name: m for m in layout.members(before, planner_old.plan(name))}
+        b = {m.name: m for m in layout.members(after, planner_new.plan(name))}
+        differ = {n.split("/", 1)[1] for n in set(a) | set(b) if a.get(n) != b.get(n)}
+        shared = {layout.member_name(name, f.path) for f in planner_new.shared_files(name)}
+        assert differ <= shared | {layout.SUMS, layout.INSTALL_SH}, f"{name}: {sorted(differ)} differ after {what}"
+    assert names - set(same), f"{what} changed no bundle's inputs"

@@ -454,7 +454,7 @@ def test_node_tool_adds_and_deletes_the_routes_of_the_plan_in_a_network_namespac
 def test_node_tool_refuses_a_node_not_in_the_table_and_adds_nothing(tmp_path):
     plan = node_plan(cluster("ha"), materials("ha"), "node-0")
     out = _node_tool_in_a_namespace(tmp_path, cluster("ha"), plan, """
-        if $TOOL routes add nobody $TABLE 2>err; then echo accepted; fi; cat err; ip route show""")
+        if $TOOL routes add nobody $TABLE 2>"$TABLE.err"; then echo accepted; fi; cat "$TABLE.err"; ip route show""")
     assert "accepted" not in out and "nobody is not a node" in out
     assert _routes(out) == set()
 

@@ -200,7 +200,7 @@ class Checker:
 
     def check(self, node: str, files: Iterable) -> list[Finding]:
         """`files`: objects with .path, .mode and .data (PlannedFile, or members read from a bundle)."""
-        allowed = self.allowed(node)
+        allowed = None  # computed on the first key found (most files hold none; the node table never)
         may_encrypt = self.may_hold_encryption_key(node)
         kind = "the workstation" if node == WORKSTATION else f"a {'+'.join(sorted(self.roles(node)))} node"
         findings = []
@@ -212,6 +212,8 @@ class Checker:
                 if k.fingerprint is None:
                     findings.append(Finding(node, f.path, f"{k.where}: {k.error}"))
                     continue
+                if allowed is None:
+                    allowed = self.allowed(node)
                 if k.fingerprint in allowed:
                     continue
                 owner = self.identify(k.fingerprint)

@@ -93,7 +93,7 @@ class _Shared:
         """A `shared: true` file, rendered once per run from the cluster alone."""
         cache = self.__dict__.setdefault("_shared_files", {})
         if rule.path not in cache:
-            data = render_template(rule.template, {**self.base_context, "node_table": self.node_table})
+            data = render_template(rule.template, {**self.base_context, **self.whole_cluster_context})
             cache[rule.path] = PlannedFile(path=rule.path, mode=rule.mode, data=data, purpose=rule.purpose,
                                            source=f"units/{rule.template}", shared=True)
         return cache[rule.path]
@@ -105,11 +105,16 @@ class _Shared:
             "v": self.version,
             "paths": self.layout.paths,
             "kubernetes_version": str(self.cluster.version),
-            "hosts_lines": self.hosts_lines,
             # /etc/hosts lines sit between these, so a re-run replaces them instead of adding duplicates
             "hosts_markers": hosts_markers(self.cluster.name),
-            "all_routes": self.all_routes,
         }
+
+    @cached_property
+    def whole_cluster_context(self) -> dict:
+        """What only the shared files and the workstation see: every node's hosts line and route. A
+        node's own templates never do (StrictUndefined): what other workers are reaches a node only
+        through the node table, which is what lets `bundle` skip or patch a bundle (bundle/inputs.py)."""
+        return {"hosts_lines": self.hosts_lines, "all_routes": self.all_routes, "node_table": self.node_table}
 
     @cached_property
     def controller_context(self) -> dict:
@@ -195,7 +200,7 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
     if node is None:
         name, roles = WORKSTATION, frozenset()
         rules = [shared.layout.workstation]
-        context = {**shared.base_context, **shared.workstation_context, "node": None}
+        context = {**shared.base_context, **shared.whole_cluster_context, **shared.workstation_context, "node": None}
     else:
         name, roles = node.name, node.roles
         rules = [shared.layout.roles[r] for r in ROLES if r in node.roles]
