@@ -121,7 +121,7 @@ def test_install_md_is_written_for_its_node(ha):
         assert f"`{b['name']}` | {b['version']} | `{b['path']}`" in ctrl
     # routes and hosts: one command each over the node table, which INSTALL.md points at instead of
     # listing every other node (it would grow with the cluster)
-    table = "/etc/kubernetes/cluster-nodes"
+    table = "/etc/kubernetes/cluster-nodes.tsv"
     assert "/usr/local/sbin/hardway-nodes.sh routes add node-1" in worker
     assert "/usr/local/sbin/hardway-nodes.sh routes add controller-0" in ctrl
     assert "routes add" not in lb and "/usr/local/sbin/hardway-nodes.sh hosts" in lb
@@ -406,7 +406,7 @@ def test_plan_names_the_files_a_changed_address_changes(ha_copy, tmp_path):
     assert {n for n, c in result.items() if c.status == "changed"} == {n.name for n in changed.nodes} | {WORKSTATION}
     # node-1 reaches node-0's pods through node-0's address: only the node table changes (its routes
     # and hosts lines come from it); the reason says so without a rendering
-    assert {f.path for f in result["node-1"].files} == {"/etc/kubernetes/cluster-nodes"}
+    assert {f.path for f in result["node-1"].files} == {"/etc/kubernetes/cluster-nodes.tsv"}
     assert "node table" in result["node-1"].note
 
 
@@ -517,7 +517,7 @@ def test_bundle_and_plan_cli(tmp_path, run_cli):
                           WORKSTATION}, r.stdout
     assert "certificates, keys or secrets it carries changed" in lines["node-2"]
     assert "/etc/kubernetes/pki/kubelet-serving.crt" in lines["node-2"]
-    assert lines["node-0"] == "the node table changed (1 file(s): /etc/kubernetes/cluster-nodes)"
+    assert lines["node-0"] == "the node table changed (1 file(s): /etc/kubernetes/cluster-nodes.tsv)"
     r = run_cli(["plan", "--json"], cwd=tmp_path)
     node2 = next(b for b in json.loads(r.stdout)["bundles"] if b["node"] == "node-2")
     assert any(f["path"] == "/etc/kubernetes/pki/kubelet-serving.crt" and "kubelet-serving of node-2 re-issued" in f["why"]
@@ -562,7 +562,7 @@ def test_hosts_lines_are_replaced_between_markers_not_appended_twice(tmp_path, r
     rootfs = tmp_path / "x" / "node-0" / "rootfs"
     tool = "/usr/local/sbin/hardway-nodes.sh"
     assert f"{tool} hosts" in commands
-    commands = commands.replace(f"{tool} hosts", f"sh {rootfs}{tool} hosts {rootfs}/etc/kubernetes/cluster-nodes")
+    commands = commands.replace(f"{tool} hosts", f"sh {rootfs}{tool} hosts {rootfs}/etc/kubernetes/cluster-nodes.tsv")
     for _ in range(2):
         subprocess.run(["sh", "-c", commands], check=True)
     cluster = load("kthw")

@@ -34,7 +34,7 @@ from helpers import REPO
 import hardway.bundle as bundle_mod
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-TABLE = "/etc/kubernetes/cluster-nodes"
+TABLE = "/etc/kubernetes/cluster-nodes.tsv"
 
 
 def load_text(text: str, where: Path) -> spec.Cluster:
@@ -198,7 +198,7 @@ def test_the_source_digest_covers_templates_the_version_table_and_the_catalog(tm
     monkeypatch.setattr(inputs_mod, "data_dir", lambda name: tmp_path / name)
     digest = inputs_mod.source_digest.__wrapped__
     base = digest()
-    for rel in ("units/versions.yaml", "units/bundle/INSTALL.md.j2", "units/network/cluster-nodes.j2", "pki/catalog.yaml"):
+    for rel in ("units/versions.yaml", "units/bundle/INSTALL.md.j2", "units/network/cluster-nodes.tsv.j2", "pki/catalog.yaml"):
         path = tmp_path / rel
         original = path.read_bytes()
         path.write_bytes(original + b"\n")

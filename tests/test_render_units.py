@@ -385,7 +385,7 @@ def test_haproxy_sends_traffic_only_to_a_ready_api_server(tmp_path):
             a.stop()
 
 
-NODE_TOOL, NODE_TABLE = "/usr/local/sbin/hardway-nodes.sh", "/etc/kubernetes/cluster-nodes"
+NODE_TOOL, NODE_TABLE = "/usr/local/sbin/hardway-nodes.sh", "/etc/kubernetes/cluster-nodes.tsv"
 
 
 @pytest.mark.parametrize("example,node", [("kthw", "node-0"), ("kthw", "server"), ("ha", "controller-1"), ("six", "c2")])

@@ -265,7 +265,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         # whether this node keeps pod routes (its pod-routes.service); the routes themselves are in the
         # node table, which INSTALL.md points at instead of repeating it (it would grow with the cluster)
         routes=any(f.path.endswith("/pod-routes.service") for f in files),
-        node_table=next((f.path for f in files if f.shared and f.path.endswith("/cluster-nodes")), None),
+        node_table=next((f.path for f in files if f.shared and f.path.endswith("/cluster-nodes.tsv")), None),
         node_tool=next((f.path for f in files if f.shared and f.path.endswith("/hardway-nodes.sh")), None),
         hosts_markers=hosts_markers(cluster.name),
         has=lambda path: path in plan.paths,

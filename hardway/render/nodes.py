@@ -70,7 +70,7 @@ class _Shared:
 
     @cached_property
     def node_table(self) -> tuple[tuple[str, ...], ...]:
-        """The node table (units/network/cluster-nodes.j2): address, pod range or -, name, more names;
+        """The node table (units/network/cluster-nodes.tsv.j2): address, pod range or -, name, more names;
         then the API endpoint's name where it resolves to a node. /etc/hosts lines and routes come from it."""
         c = self.cluster
         rows = [(str(n.address), str(n.pod_cidr) if n.is_worker and n.pod_cidr else "-", n.name,
