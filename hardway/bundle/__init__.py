@@ -30,12 +30,24 @@ from ..fsutil import atomic_write, fsync_dir, read_record, record_beside, remove
 from .archive import ARCHIVE_MODE, SUFFIX, ArchiveStatus, Assembler, archive_bytes, archived_nodes, locked
 from .inputs import (Inputs, archive_digest, changed_components, read_regular, read_state, state_beside,
                      state_bytes, unchanged)
-from .check import BundleReport, BundleRow, check_bundle, check_bundles, plan_problems
-from .diff import FileChange, NodeChange, plan_bundles, preview_materials
-from .privilege import Checker
 
 if TYPE_CHECKING:
     from ..pki.materials import Materials
+    from .check import BundleReport, BundleRow, check_bundle, check_bundles  # noqa: F401
+    from .diff import FileChange, NodeChange, plan_bundles, preview_materials  # noqa: F401
+    from .privilege import Checker  # noqa: F401
+
+# Imported on first use (PEP 562): a `bundle` with nothing to do needs none of them.
+_LAZY = {"BundleReport": "check", "BundleRow": "check", "check_bundle": "check", "check_bundles": "check",
+         "FileChange": "diff", "NodeChange": "diff", "plan_bundles": "diff", "preview_materials": "diff",
+         "Checker": "privilege"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "BundleReport", "BundleRow", "BundleRun", "Checker", "FileChange", "NodeChange", "check_bundle",
@@ -64,6 +76,7 @@ class _Builder:
 
     def __init__(self, cluster: Cluster, materials: Materials, bundles: Path):
         from ..render.nodes import Planner
+        from .privilege import Checker
         self.cluster = cluster
         self.bundles = bundles
         self.planner = Planner(cluster, materials)
@@ -89,6 +102,7 @@ class _Builder:
         return own, derived, shared
 
     def build_plan(self, plan) -> tuple[str, list[str], bytes | None, int]:
+        from .check import plan_problems
         problems = plan_problems(self.checker, plan)
         if problems:
             return plan.node, problems, None, 0
@@ -158,6 +172,9 @@ def _builds(cluster: Cluster, materials: Materials, bundles: Path, todo: list[tu
     if plans is not None:
         builder = _Builder(cluster, materials, bundles)
         yield (builder.build_plan(p) for p in plans)
+        return
+    if not todo:  # nothing to build: nothing to import or start either
+        yield iter(())
         return
     workers = _workers(len(todo))
     if workers == 1:

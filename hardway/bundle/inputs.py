@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..fsutil import inputs_beside
-from ..plan import WORKSTATION
+from ..plan import WORKSTATION, node_table
 from ..resources import data_dir
 from ..spec import Cluster
 
@@ -97,14 +97,13 @@ class Inputs:
     """The input digests of every bundle of one cluster and PKI materials, computed in one pass."""
 
     def __init__(self, cluster: Cluster, materials: Materials):
-        from ..render.nodes import _Shared
         self.cluster = cluster
         self.source = source_digest()
         common = {k: v for k, v in canonical(cluster).items() if k != "nodes"}
         common["control_plane"] = [canonical(n) for n in cluster.nodes if n.is_controller or n.is_loadbalancer]
         self._common = _json(common)
         self._whole = _json(canonical(cluster))
-        self.table = _short(_h(_json(_Shared(cluster, materials).node_table)))
+        self.table = _short(_h(_json(node_table(cluster))))
         # store entries: cluster-wide ones (node None) for everyone, per-node ones only for their node
         shared = hashlib.sha256()
         per_node: dict[str, "hashlib._Hash"] = {}

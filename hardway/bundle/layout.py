@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-import jinja2
-
 from ..errors import HardwayError
 from ..names import is_ip
 from ..plan import WORKSTATION, NodePlan, hosts_markers
@@ -166,7 +164,8 @@ def _md(value: object) -> str:
 
 
 @cache
-def _env() -> jinja2.Environment:
+def _env():
+    import jinja2  # only when a bundle is rendered: a run with nothing to do never imports it
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("units") / "bundle")),
         undefined=jinja2.StrictUndefined,
@@ -281,6 +280,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
 
 
 def render(template: str, context: dict) -> str:
+    import jinja2
     try:
         return _env().get_template(template).render(context)
     except jinja2.UndefinedError as e:

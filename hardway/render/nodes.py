@@ -18,8 +18,8 @@ from cryptography.x509.oid import NameOID
 
 from .. import pki
 from ..errors import HardwayError
-from ..names import first_names, is_ip
-from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile, hosts_markers
+from ..names import first_names
+from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile, hosts_markers, node_table
 from ..spec import ROLES, Cluster, Node
 from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
@@ -70,19 +70,7 @@ class _Shared:
 
     @cached_property
     def node_table(self) -> tuple[tuple[str, ...], ...]:
-        """The node table (units/network/cluster-nodes.tsv.j2): address, pod range or -, name, more names;
-        then the API endpoint's name where it resolves to a node. /etc/hosts lines and routes come from it."""
-        c = self.cluster
-        rows = [(str(n.address), str(n.pod_cidr) if n.is_worker and n.pod_cidr else "-", n.name,
-                 *([n.fqdn] if n.fqdn else [])) for n in c.nodes]
-        names = {h for n in c.nodes for h in n.hostnames}
-        if c.api_endpoint not in names and not is_ip(c.api_endpoint):
-            # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
-            target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
-                      else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
-            if target is not None:
-                rows.append((str(target.address), "-", c.api_endpoint))
-        return tuple(rows)
+        return node_table(self.cluster)
 
     @cached_property
     def hosts_lines(self) -> tuple[str, ...]:
