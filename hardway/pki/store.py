@@ -10,6 +10,8 @@ Layout (relative to <out>/pki):
     encryption-<name>.key                                            more encryption keys (provider change, rotation)
     state.json                                                       what the store holds: each CA's public-key
                                                                      fingerprint, the encryption keys and providers
+    verified.json                                                    what each leaf was last verified as (record.py):
+                                                                     lets a run with nothing to do skip re-parsing
     .lock                                                            flock'ed by the run in progress
 
 Writes go through hardway.fsutil, the one durable-write path: each file to a temporary file in the
@@ -24,6 +26,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -120,12 +123,7 @@ class DiskStore:
 
     def read(self, rel: str) -> bytes | None:
         if rel not in self._cache:
-            try:
-                self._cache[rel] = (self.root / rel).read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                self._cache[rel] = None
-            except OSError:
-                self._cache[rel] = b""  # present but unreadable: parsing it fails and says so
+            self._cache[rel] = _read_file(os.path.join(self.root, rel))
         return self._cache[rel]
 
     def write(self, rel: str, data: bytes) -> None:
@@ -160,6 +158,32 @@ class DiskStore:
     def node_dirs(self) -> list[str]:
         nodes = self.root / NODES
         return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+
+
+def _read_file(path: str) -> bytes | None:
+    """A store file's bytes: None when there is none, b"" when it is present but unreadable or not a
+    regular file (a FIFO or a device in the store is never read: parsing b"" fails and says so)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b""
+        chunks, size = [], max(st.st_size, 0) + 1
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size = 1 << 16
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
