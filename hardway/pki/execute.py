@@ -52,13 +52,13 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
     sa = plan.service_account
     new_keys = (sum(1 for ca in plan.authorities if ca.write_key and ca.key is None)
                 + (secrets_too and sa.new) + sum(1 for leaf in leaves if leaf.new_key))
-    fresh = issue.iter_keys(cluster.key_algorithm, new_keys)  # RSA: made across the cores, in order of need
+    fresh = issue.iter_new_keys(cluster.key_algorithm, new_keys)  # RSA: made across the cores, in order of need
     try:
         signers = {}
         for ca in plan.authorities:
             key = ca.key
             if ca.write_key and key is None:
-                key = issue.load_private_key(next(fresh), validate=False)
+                key = next(fresh)[1]
             cert = ca.cert
             if ca.write_cert and cert is None:
                 cert = issue.make_ca(ca.authority.cn, key, cluster.ca_validity, at)
@@ -73,7 +73,7 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
         sa_key, state = sa.key, None
         if secrets_too:
             if sa.new:
-                sa_key = issue.load_private_key(next(fresh), validate=False)
+                sa_key = next(fresh)[1]
                 store.write(SA_KEY, issue.private_pem(sa_key))
                 store.flush()
             if sa.action.action in (CREATE, REISSUE):
@@ -91,14 +91,14 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
                 store.remove(rel)
 
         issued = []
+        signing = {name: issue.Signer(cert, key) for name, (cert, key) in signers.items()
+                   if cert is not None and key is not None}
         for leaf in leaves:
             d = leaf.desired
             key = leaf.key
             if leaf.new_key:
-                key_pem = next(fresh)
-                key = issue.load_private_key(key_pem, validate=False)
-            ca_cert, ca_key = signers[d.signer]
-            cert = issue.issue(d.identity, key.public_key(), ca_cert, ca_key, cluster.cert_validity, at)
+                key_pem, key = next(fresh)
+            cert = signing[d.signer].issue(d.identity, key.public_key(), cluster.cert_validity, at)
             crt, key_file = leaf.files()
             if leaf.new_key:
                 store.write(key_file, key_pem)

@@ -113,7 +113,7 @@ class DiskStore:
     batched: `write` queues, `flush` commits the queue (fsutil.write_batch), and so does every
     BATCH-th write. Callers flush where an order must be durable (a CA key before its certificate)."""
 
-    BATCH = 256
+    BATCH = 1024
 
     def __init__(self, root: Path, writable: bool = False):
         self.root = Path(root)
