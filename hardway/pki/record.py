@@ -34,6 +34,7 @@ RECORD_FORMAT = 1
 # those checks change: a record made by other checks is then not trusted.
 CHECKS = "leaf-checks-1"
 _HEX = re.compile(r"[0-9a-f]{64}")
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps(..., separators=) makes one a call
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,8 @@ def want_digest(d: Desired, key_algorithm: str) -> str:
     """The digest of what the catalog asks of this leaf for this spec: entry, node, signer, the spec's
     key algorithm, and the identity (subject, usages, SANs in catalog order)."""
     i = d.identity
-    text = json.dumps([d.entry, d.node, d.signer, key_algorithm, i.cn, list(i.organizations), sorted(i.usages),
-                       list(i.dns_names), [str(ip) for ip in i.ip_addresses]], separators=(",", ":"))
+    text = _COMPACT([d.entry, d.node, d.signer, key_algorithm, i.cn, list(i.organizations), sorted(i.usages),
+                     list(i.dns_names), [str(ip) for ip in i.ip_addresses]])
     return digest(text.encode())
 
 
@@ -105,7 +106,6 @@ def read_record(data: bytes | None) -> dict[str, Vouch]:
 
 def record_bytes(vouches: Mapping[str, Vouch]) -> bytes:
     """The record file: one leaf a line, sorted, so an unchanged store writes the same bytes."""
-    lines = [f"  {json.dumps(name)}: {json.dumps(vouches[name].to_list(), separators=(',', ':'))}"
-             for name in sorted(vouches)]
+    lines = [f"  {_COMPACT(name)}: {_COMPACT(vouches[name].to_list())}" for name in sorted(vouches)]
     head = f'{{\n  "format": {RECORD_FORMAT},\n  "checks": "{CHECKS}",\n  "leaves": {{\n'
     return (head + ",\n".join("  " + line for line in lines) + ("\n" if lines else "") + "  }\n}\n").encode()
