@@ -20,6 +20,7 @@ from . import issue
 from .actions import CREATE, REISSUE
 from .assess import Assessment, LeafPlan
 from .issue import key_fingerprint
+from .record import epoch
 from .secrets import ENCRYPTION_KEY_BYTES
 from .state import StoreState
 from .store import SA_KEY, SA_PUB, STATE, Store
@@ -27,9 +28,12 @@ from .store import SA_KEY, SA_PUB, STATE, Store
 
 @dataclass(frozen=True)
 class IssuedLeaf:
+    """A leaf as issued: its plan and the new certificate's validity (epoch seconds). Not the
+    certificate and key objects themselves: a 5000-worker run would hold 10000 of each to the end."""
+
     plan: LeafPlan
-    cert: x509.Certificate
-    key: issue.PrivateKey
+    not_before: int
+    not_after: int
     new_key: bool
 
 
@@ -103,7 +107,8 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
             if leaf.new_key:
                 store.write(key_file, key_pem)
             store.write(crt, issue.cert_pem(cert))
-            issued.append(IssuedLeaf(leaf, cert, key, leaf.new_key))
+            issued.append(IssuedLeaf(leaf, epoch(cert.not_valid_before_utc), epoch(cert.not_valid_after_utc),
+                                     leaf.new_key))
             advance(1)
         store.flush()
     finally:

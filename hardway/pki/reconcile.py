@@ -31,7 +31,7 @@ from .assess import Assessment, ImportedCA, LeafPlan, assess
 from .catalog import Catalog, Desired, default_catalog, desired_leaves
 from .execute import Executed, execute
 from .materials import Materials
-from .record import RECORD, Vouch, digest, epoch, leaf_name, read_record, record_bytes, want_digest
+from .record import RECORD, Vouch, digest, leaf_name, read_record, record_bytes, want_digest
 from .secrets import NEW_SECRETS, read_encryption_key
 from .state import EncryptionKey, read_state
 from .store import (DIR_MODE, KEY_MODE, NODES, SA_KEY, SA_PUB, DiskStore, MemoryStore, OverlayStore, Store,
@@ -103,7 +103,7 @@ def _record_after(cluster: Cluster, store: Store, plan: Assessment, executed: Ex
         if crt and key and d.signer in ca_digests:
             vouches[leaf_name(d.entry, d.node)] = Vouch(
                 digest(crt), digest(key), want_digest(d, cluster.key_algorithm), ca_digests[d.signer],
-                epoch(issued.cert.not_valid_before_utc), epoch(issued.cert.not_valid_after_utc))
+                issued.not_before, issued.not_after)
     return record_bytes(vouches)
 
 
