@@ -141,6 +141,21 @@ def bundles_main(workers: list[int], as_json: bool) -> None:
           "peak RSS flat = bundles streamed one node at a time")
 
 
+def _median_row(runs: list[dict]) -> dict:
+    """One row for the repetitions of a case: the median of each figure, and the median of the
+    first/floor ratios (each taken within its own repetition, floor and run back to back)."""
+    import statistics
+
+    row = dict(runs[-1])
+    for key in ("first_s", "second_s", "floor_s", "peak_rss_mib", "load_average"):
+        row[key] = round(statistics.median(r[key] for r in runs), 3)
+    ratios = [r["first_s"] / r["floor_s"] for r in runs if r["floor_s"]]
+    row["ratio"] = round(statistics.median(ratios), 3) if ratios else None
+    row["ratios"] = [round(x, 3) for x in ratios]
+    row["repeat"] = len(runs)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundles", action="store_true", help="benchmark `bundle` (per worker count) instead of `pki`")
@@ -149,6 +164,10 @@ def main() -> None:
     parser.add_argument("--algorithms", default="ECDSA-P256,RSA-2048")
     parser.add_argument("--one", nargs=2, metavar=("WORKERS", "ALGORITHM"), help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run each case N times (each in a fresh interpreter, the floor right after the run) and "
+                             "report the medians: RSA key generation takes a random time, so one run of a few "
+                             "hundred keys varies by several per cent")
     args = parser.parse_args()
     if args.one_bundle is not None:
         print(json.dumps(one_bundle(args.one_bundle)))
@@ -162,9 +181,12 @@ def main() -> None:
     rows = []
     for algorithm in args.algorithms.split(","):
         for workers in (int(w) for w in args.workers.split(",")):
-            out = subprocess.run([sys.executable, __file__, "--one", str(workers), algorithm],
-                                 capture_output=True, text=True, check=True)
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            runs = []
+            for _ in range(max(args.repeat, 1)):
+                out = subprocess.run([sys.executable, __file__, "--one", str(workers), algorithm],
+                                     capture_output=True, text=True, check=True)
+                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            row = _median_row(runs)
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
@@ -177,10 +199,11 @@ def main() -> None:
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
-        ratio = f"{r['first_s'] / r['floor_s']:.2f}x" if r["floor_s"] else "-"
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         print(" | ".join(str(v) for v in (r["algorithm"], r["workers"], r["keys"], r["first_s"], r["floor_s"], ratio,
                                           r["second_s"], r["peak_rss_mib"], r["load_average"])))
-    print(f"\n{rows[0]['cpus']} CPUs; first run = empty store to complete; floor = the same number of key "
+    print(f"\n{rows[0]['cpus']} CPUs; medians of {rows[0]['repeat']} run(s) per case (first/floor: the median of "
+          f"the ratios, each within one run); first run = empty store to complete; floor = the same number of key "
           "generations and signatures on all cores, measured right after; no-op = second run, everything kept; "
           "peak RSS = the run's own process (RSA keys are made in a pool of worker processes besides it); "
           "load avg = 1-minute load average at the end of the case")
