@@ -243,18 +243,15 @@ def _vouched(d: Desired, vouch: Vouch, cert_b: bytes | None, key_b: bytes | None
                 and vouch.want == want_digest(d, key_algorithm))
 
 
-_NO_VOUCH = object()  # assess without a record: no leaf is vouched for, and no vouch is made
-
-
 def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, at: datetime,
-                 thorough: bool, vouch: Vouch | None | object = _NO_VOUCH, ca_digest: str | None = None) -> LeafPlan:
-    """`vouch`: what verified.json says this leaf was last verified as (None: nothing; left out: the
-    record is not used at all); `ca_digest`: the SHA-256 of its CA's certificate file, when that CA is
-    kept (record.py). A leaf kept after its full check under such a CA gets a new vouch."""
+                 thorough: bool, vouch: Vouch | None = None, ca_digest: str | None = None) -> LeafPlan:
+    """`vouch`: what verified.json says this leaf was last verified as; `ca_digest`: the SHA-256 of its
+    CA's certificate file when the record is in use and that CA is kept (record.py). A leaf kept after
+    its full check under such a CA gets a new vouch; without `ca_digest`, nothing is skipped or made."""
     crt, key = cert_rel(d.entry, d.node), key_rel(d.entry, d.node)
     cert_b, key_b = store.read(crt), store.read(key)
     act = lambda action, reason: Action(d.entry, d.node, action, reason)  # noqa: E731
-    if isinstance(vouch, Vouch) and _vouched(d, vouch, cert_b, key_b, ca_digest, cluster.key_algorithm, at):
+    if vouch is not None and _vouched(d, vouch, cert_b, key_b, ca_digest, cluster.key_algorithm, at):
         return LeafPlan(d, act(KEEP, f"valid until {vouch.not_after_utc:%Y-%m-%d}"), vouch=vouch)
     if cert_b is None and key_b is None:
         return LeafPlan(d, act(CREATE, "missing"), new_key=True)
@@ -291,7 +288,7 @@ def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, 
                 reasons.append(f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
             if not reasons:
                 made = None
-                if vouch is not _NO_VOUCH and ca_digest is not None:
+                if ca_digest is not None:
                     made = Vouch(digest(cert_b), digest(key_b), want_digest(d, cluster.key_algorithm), ca_digest,
                                  epoch(cert.not_valid_before_utc), epoch(cert.not_valid_after_utc))
                 return LeafPlan(d, act(KEEP, f"valid until {cert.not_valid_after_utc:%Y-%m-%d}"), key=parsed_key,
@@ -348,7 +345,7 @@ def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: d
         if data:
             ca_digests[ca.name] = digest(data)
     leaves = tuple(_assess_leaf(store, cluster, d, signers[d.signer], at, thorough,
-                                record.get(leaf_name(d.entry, d.node)) if use_record else _NO_VOUCH,
+                                record.get(leaf_name(d.entry, d.node)) if use_record else None,
                                 ca_digests.get(d.signer))
                    for d in desired if signers[d.signer].usable)
     authorities = {}
