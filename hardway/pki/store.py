@@ -18,7 +18,8 @@ Writes go through hardway.fsutil, the one durable-write path: each file to a tem
 same directory, made durable, then renamed over the target, and the rename made durable: a run
 killed at any moment leaves either the old file or the new one. Writes are committed in batches
 (fsutil.write_batch: one syncfs per batch rather than two fsyncs per file; 4000 files of a
-1000-worker cluster would otherwise spend most of the run in fsync).
+1000-worker cluster would otherwise spend most of the run in fsync); a commit of a few files (the
+CAs, state.json) is made durable file by file instead (fsutil.atomic_write).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Iterator, Protocol
 
 from ..errors import HardwayError
-from ..fsutil import chmod_nofollow, fsync_dir, leftover_temp_files, open_lock, write_batch
+from ..fsutil import atomic_write, chmod_nofollow, fsync_dir, leftover_temp_files, open_lock, write_batch
 
 __all__ = ["Store", "MemoryStore", "OverlayStore", "DiskStore", "ensure_dir", "locked", "leftover_temp_files",
            "cert_rel", "key_rel", "is_secret"]
@@ -113,7 +114,11 @@ class DiskStore:
     batched: `write` queues, `flush` commits the queue (fsutil.write_batch), and so does every
     BATCH-th write. Callers flush where an order must be durable (a CA key before its certificate)."""
 
-    BATCH = 1024
+    BATCH = 4096
+    # A commit this small (the CA keys, the CA certificates, state.json, the record) is made durable
+    # file by file (fsync, rename, fsync of the directory): a syncfs would also wait for whatever else
+    # is being written to the file system, by anyone.
+    SMALL = 16
 
     def __init__(self, root: Path, writable: bool = False):
         self.root = Path(root)
@@ -139,9 +144,14 @@ class DiskStore:
         if not pending:
             return
         files = [(self.root / rel, data, KEY_MODE if is_secret(rel) else CERT_MODE) for rel, data in pending]
+        small = len(files) <= self.SMALL
         for parent in dict.fromkeys(path.parent for path, _, _ in files):
-            ensure_dir(parent, self.root, durable=False)  # made durable by write_batch's syncfs
-        write_batch(self.root, files)
+            ensure_dir(parent, self.root, durable=small)  # else made durable by write_batch's syncfs
+        if small:
+            for path, data, mode in files:
+                atomic_write(path, data, mode)  # fsync, rename, fsync of the directory
+        else:
+            write_batch(self.root, files)
 
     def remove(self, rel: str) -> None:
         """Delete a file now (after a flush: what is queued is written first), durably."""
