@@ -15,7 +15,9 @@ the figures depend on the machine (record them in benchmarks/README.md with the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
 import os
 import resource
 import subprocess
@@ -66,7 +68,10 @@ def keygen_sign_floor(algorithm: str, count: int) -> float:
         return time.perf_counter() - t0
 
 
-def one(workers: int, algorithm: str) -> dict:
+def one(workers: int, algorithm: str, keep_in: str | None = None) -> dict:
+    """One case; its store is made in `keep_in` (left for the caller to delete once every case ran:
+    deleting thousands of files right before the next case makes its file creation slower, on ext4
+    without a journal, which skips recently freed inodes) or in a temporary directory."""
     from make_large import large_spec
 
     from hardway import spec
@@ -76,13 +81,14 @@ def one(workers: int, algorithm: str) -> dict:
     if workers > 4096:  # a /12 holds 4096 node /24s: a /10 (10.128.0.0-10.191.255.255) holds 16384
         text = text.replace("podCIDR: 10.192.0.0/12", "podCIDR: 10.128.0.0/10")
     cluster = spec.loads(text, source=f"large-{workers}.yaml")
-    with tempfile.TemporaryDirectory(prefix="bench-pki-") as tmp:
+    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="case-", dir=keep_in)) if keep_in
+          else tempfile.TemporaryDirectory(prefix="bench-pki-")) as tmp:
         store = Path(tmp) / "pki"
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         first = reconcile(cluster, store)
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         second = reconcile(cluster, store)
-        t2 = time.perf_counter()
+        c2, t2 = time.process_time(), time.perf_counter()
         rss_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the RSA key pool's workers are not counted
         files = sum(1 for p in store.rglob("*") if p.is_file())
     created = sum(1 for a in first.actions if a.action == CREATE and a.entry != "encryption")  # one key each
@@ -90,6 +96,7 @@ def one(workers: int, algorithm: str) -> dict:
     floor = keygen_sign_floor(algorithm, created)
     return {"algorithm": algorithm, "workers": workers, "keys": created, "files": files,
             "first_s": round(t1 - t0, 3), "second_s": round(t2 - t1, 3), "floor_s": round(floor, 3),
+            "first_cpu_s": round(c1 - c0, 3), "second_cpu_s": round(c2 - c1, 3),  # this process: user + system
             "peak_rss_mib": round(rss_self / 1024, 1), "cpus": os.cpu_count(),
             "load_average": round(os.getloadavg()[0], 1)}
 
@@ -147,7 +154,7 @@ def _median_row(runs: list[dict]) -> dict:
     import statistics
 
     row = dict(runs[-1])
-    for key in ("first_s", "second_s", "floor_s", "peak_rss_mib", "load_average"):
+    for key in ("first_s", "second_s", "floor_s", "first_cpu_s", "second_cpu_s", "peak_rss_mib", "load_average"):
         row[key] = round(statistics.median(r[key] for r in runs), 3)
     ratios = [r["first_s"] / r["floor_s"] for r in runs if r["floor_s"]]
     row["ratio"] = round(statistics.median(ratios), 3) if ratios else None
@@ -163,6 +170,7 @@ def main() -> None:
     parser.add_argument("--workers", default="3,100,1000")
     parser.add_argument("--algorithms", default="ECDSA-P256,RSA-2048")
     parser.add_argument("--one", nargs=2, metavar=("WORKERS", "ALGORITHM"), help=argparse.SUPPRESS)
+    parser.add_argument("--keep-in", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the results as JSON lines")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run each case N times (each in a fresh interpreter, the floor right after the run) and "
@@ -176,14 +184,25 @@ def main() -> None:
         bundles_main([int(w) for w in args.workers.split(",")], args.json)
         return
     if args.one:
-        print(json.dumps(one(int(args.one[0]), args.one[1])))
+        print(json.dumps(one(int(args.one[0]), args.one[1], args.keep_in)))
         return
     rows = []
+    stores = tempfile.mkdtemp(prefix="bench-pki-")  # every case's store, deleted once all have run
+    try:
+        _cases(args, rows, stores)
+    finally:
+        shutil.rmtree(stores, ignore_errors=True)
+    if args.json:
+        return
+    _print_table(rows)
+
+
+def _cases(args, rows: list[dict], stores: str) -> None:
     for algorithm in args.algorithms.split(","):
         for workers in (int(w) for w in args.workers.split(",")):
             runs = []
             for _ in range(max(args.repeat, 1)):
-                out = subprocess.run([sys.executable, __file__, "--one", str(workers), algorithm],
+                out = subprocess.run([sys.executable, __file__, "--one", str(workers), algorithm, "--keep-in", stores],
                                      capture_output=True, text=True, check=True)
                 runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             row = _median_row(runs)
@@ -192,19 +211,22 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
             else:
                 print(f"  {algorithm} x {workers} workers: {row['first_s']} s", file=sys.stderr, flush=True)
-    if args.json:
-        return
+
+
+def _print_table(rows: list[dict]) -> None:
     header = ("algorithm", "workers", "keys", "first run s", "keygen+sign floor s", "first/floor", "no-op run s",
-              "peak RSS MiB", "load avg")
+              "first run CPU s", "no-op CPU s", "peak RSS MiB", "load avg")
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
         print(" | ".join(str(v) for v in (r["algorithm"], r["workers"], r["keys"], r["first_s"], r["floor_s"], ratio,
-                                          r["second_s"], r["peak_rss_mib"], r["load_average"])))
+                                          r["second_s"], r["first_cpu_s"], r["second_cpu_s"], r["peak_rss_mib"],
+                                          r["load_average"])))
     print(f"\n{rows[0]['cpus']} CPUs; medians of {rows[0]['repeat']} run(s) per case (first/floor: the median of "
           f"the ratios, each within one run); first run = empty store to complete; floor = the same number of key "
           "generations and signatures on all cores, measured right after; no-op = second run, everything kept; "
+          "CPU = user + system time of the run's own process (a loaded machine stretches wall time, not this); "
           "peak RSS = the run's own process (RSA keys are made in a pool of worker processes besides it); "
           "load avg = 1-minute load average at the end of the case")
 
