@@ -11,12 +11,14 @@ encryption keys; docs/pki.md explains the decisions.
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -105,6 +107,21 @@ def _record_after(cluster: Cluster, store: Store, plan: Assessment, executed: Ex
                 digest(crt), digest(key), want_digest(d, cluster.key_algorithm), ca_digests[d.signer],
                 issued.not_before, issued.not_after)
     return record_bytes(vouches)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused for a run (and restored after). A run makes tens of thousands of
+    small objects that form no cycles, while a large spec keeps tens of thousands alive: each full
+    collection rescans them all, which made a 5000-worker run grow faster than the cluster (measured:
+    0.7 s of CPU without collections, 0.85 to 1.0 s with them, for a run with nothing to do)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _raise_errors(errors: Iterable[str]) -> None:
@@ -206,7 +223,7 @@ def reconcile(cluster: Cluster, store_dir: Path, import_ca: Iterable[ImportedCA]
     at = at or issue.now()
     new_secrets = _check_new_secrets(new_secrets)
     root = _store_root(store_dir)
-    with locked(root):
+    with locked(root), _no_cycle_collection():
         store = DiskStore(root, writable=True)
         plan = assess(cluster, store, catalog, at, import_ca, new_secrets=new_secrets,
                       retire_old_encryption=retire_old_encryption, rename_cluster=rename_cluster,
