@@ -97,7 +97,10 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
         issued = []
         signing = {name: issue.Signer(cert, key) for name, (cert, key) in signers.items()
                    if cert is not None and key is not None}
-        for leaf in leaves:
+        # RSA keys come from the pool while this process waits for them: commit what is issued as it
+        # goes, so the writing overlaps the waiting instead of following the last key.
+        commit_every = 64 if issue.pooled(cluster.key_algorithm, new_keys) else 0
+        for number, leaf in enumerate(leaves, 1):
             d = leaf.desired
             key = leaf.key
             if leaf.new_key:
@@ -110,6 +113,8 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
             issued.append(IssuedLeaf(leaf, epoch(cert.not_valid_before_utc), epoch(cert.not_valid_after_utc),
                                      leaf.new_key))
             advance(1)
+            if commit_every and number % commit_every == 0:
+                store.flush()
         store.flush()
     finally:
         fresh.close()  # stops the key pool at once if anything above failed

@@ -81,10 +81,15 @@ def key_fingerprint(key: PrivateKey | PublicKey) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def pooled(algorithm: str, count: int) -> bool:
+    """Whether `iter_keys` makes these keys in a process pool (the caller then mostly waits for them)."""
+    return algorithm.startswith("RSA-") and count >= _POOL_THRESHOLD and min(os.cpu_count() or 1, count) >= 2
+
+
 def iter_new_keys(algorithm: str, count: int) -> Iterator[tuple[bytes, PrivateKey]]:
     """`count` new keys as (PEM, key), as they are made: `iter_keys`, without parsing back a PEM made
     in this process (ECDSA, or too few RSA keys for the pool)."""
-    if not algorithm.startswith("RSA-") or count < _POOL_THRESHOLD or min(os.cpu_count() or 1, count) < 2:
+    if not pooled(algorithm, count):
         for _ in range(count):
             key = generate_key(algorithm)
             yield private_pem(key), key
