@@ -208,6 +208,17 @@ def test_a_changed_service_ip_reissues_the_apiserver_certificates(ha, store):
     assert reissued(result) == {("kube-apiserver", f"controller-{i}") for i in range(3)}
 
 
+def test_a_changed_cert_validity_applies_from_the_next_issue_with_or_without_the_record(ha, store):
+    # docs/pki.md: certValidity is not part of what a leaf must say, so neither check re-issues for it
+    shorter = cluster_of("ha", certValidity="90d")
+    assert {a.action for a in reconcile(shorter, store).actions} == {"keep"}
+    (store / RECORD).unlink()
+    assert {a.action for a in reconcile(shorter, store).actions} == {"keep"}
+    renew(shorter, store, entry="admin")
+    cert = x509.load_pem_x509_certificate((store / "admin.crt").read_bytes())
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=90, minutes=5)
+
+
 def test_another_ca_reissues_everything_it_signed(ha, store, tmp_path):
     # the front-proxy CA moved away and another imported: the record's CA digest no longer matches
     key = issue.generate_key("ECDSA-P256")
