@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from cryptography import x509
 
@@ -21,6 +21,7 @@ from . import issue
 from .actions import CREATE, ERROR, KEEP, REISSUE, Action
 from .catalog import Authority, Catalog, Desired, default_catalog, desired_leaves
 from .issue import key_fingerprint
+from .record import Vouch, digest, epoch, leaf_name, want_digest
 from .secrets import EncryptionPlan, ServiceAccountPlan, assess_encryption, assess_service_account
 from .state import StoreState, cluster_name_problem, read_state
 from .store import ENCRYPTION, STATE, Store, cert_rel, key_rel
@@ -61,8 +62,9 @@ class LeafPlan:
 
     desired: Desired
     action: Action
-    key: issue.PrivateKey | None = None  # the existing key, when it is kept
+    key: issue.PrivateKey | None = None  # the existing key, when it is kept and was parsed (not on a vouch)
     new_key: bool = False
+    vouch: Vouch | None = None  # a kept leaf as verified now, for the next record (record.py)
 
     def files(self) -> tuple[str, str]:
         d = self.desired
@@ -101,10 +103,10 @@ class Assessment:
 
 # ---------------------------------------------------------------- CAs ---------------------------
 
-def _signed_leaf_files(store: Store, cluster: Cluster, catalog: Catalog, ca_name: str) -> list[str]:
+def _signed_leaf_files(store: Store, desired: list[Desired], ca_name: str) -> list[str]:
     """Leaf certificates in the store that this CA signed (or that a lost CA did)."""
     found = []
-    for d in desired_leaves(cluster, catalog):
+    for d in desired:
         if d.signer == ca_name and store.read(cert_rel(d.entry, d.node)) is not None:
             found.append(cert_rel(d.entry, d.node))
     return found
@@ -115,10 +117,10 @@ def _where(store: Store) -> str:
     return f"{store.root}/" if store.root is not None else ""
 
 
-def _assess_ca(store: Store, cluster: Cluster, catalog: Catalog, a: Authority, at: datetime,
+def _assess_ca(store: Store, cluster: Cluster, catalog: Catalog, desired: list[Desired], a: Authority, at: datetime,
                imported: ImportedCA | None, recorded: str | None) -> AuthorityPlan:
-    """`recorded`: the CA's public-key fingerprint in state.json (None: not recorded yet). An ERROR
-    action carries the message in its reason."""
+    """`recorded`: the CA's public-key fingerprint in state.json (None: not recorded yet); `desired`:
+    every leaf of the cluster. An ERROR action carries the message in its reason."""
     crt, key = f"{a.name}.crt", f"{a.name}.key"
     cert_b, key_b = store.read(crt), store.read(key)
 
@@ -170,7 +172,7 @@ def _assess_ca(store: Store, cluster: Cluster, catalog: Catalog, a: Authority, a
                    write_key=True, write_cert=True)
 
     if cert is None and parsed_key is None:
-        signed = _signed_leaf_files(store, cluster, catalog, a.name)
+        signed = _signed_leaf_files(store, desired, a.name)
         if signed:
             return fail(f"{crt} and {key} are missing, but {len(signed)} certificate(s) signed by that CA are "
                         f"present (e.g. {signed[0]}); a new CA would invalidate a live cluster. Restore {crt} "
@@ -185,7 +187,7 @@ def _assess_ca(store: Store, cluster: Cluster, catalog: Catalog, a: Authority, a
     if cert is None:
         if recorded is not None and key_fingerprint(parsed_key) != recorded:
             return not_recorded(key_fingerprint(parsed_key), f" (the key in {key})")
-        signed = _signed_leaf_files(store, cluster, catalog, a.name)
+        signed = _signed_leaf_files(store, desired, a.name)
         if signed:
             return fail(f"{crt} is missing but {key} and {len(signed)} certificate(s) signed by it are present "
                         f"(e.g. {signed[0]}); restore {crt} from a backup (or from any node's "
@@ -231,11 +233,26 @@ def _shared_keys(cas: tuple[AuthorityPlan, ...]) -> tuple[tuple[AuthorityPlan, .
 
 # ---------------------------------------------------------------- leaves ------------------------
 
+def _vouched(d: Desired, vouch: Vouch, cert_b: bytes | None, key_b: bytes | None, ca_digest: str | None,
+             key_algorithm: str, at: datetime) -> bool:
+    """The record still vouches for this leaf: the same certificate and key bytes, the same desired
+    state, the same (kept, fully checked) CA certificate, and valid now. Anything else: the full check."""
+    return bool(ca_digest is not None and vouch.ca == ca_digest and cert_b and key_b
+                and vouch.not_before_utc <= at + issue.BACKDATE and at < vouch.not_after_utc
+                and vouch.crt == digest(cert_b) and vouch.key == digest(key_b)
+                and vouch.want == want_digest(d, key_algorithm))
+
+
 def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, at: datetime,
-                 thorough: bool) -> LeafPlan:
+                 thorough: bool, vouch: Vouch | None = None, ca_digest: str | None = None) -> LeafPlan:
+    """`vouch`: what verified.json says this leaf was last verified as; `ca_digest`: the SHA-256 of its
+    CA's certificate file when the record is in use and that CA is kept (record.py). A leaf kept after
+    its full check under such a CA gets a new vouch; without `ca_digest`, nothing is skipped or made."""
     crt, key = cert_rel(d.entry, d.node), key_rel(d.entry, d.node)
     cert_b, key_b = store.read(crt), store.read(key)
     act = lambda action, reason: Action(d.entry, d.node, action, reason)  # noqa: E731
+    if vouch is not None and _vouched(d, vouch, cert_b, key_b, ca_digest, cluster.key_algorithm, at):
+        return LeafPlan(d, act(KEEP, f"valid until {vouch.not_after_utc:%Y-%m-%d}"), vouch=vouch)
     if cert_b is None and key_b is None:
         return LeafPlan(d, act(CREATE, "missing"), new_key=True)
     reasons, parsed_key, new_key = [], None, False
@@ -270,7 +287,12 @@ def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, 
             elif cert.not_valid_before_utc > at + issue.BACKDATE:
                 reasons.append(f"not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
             if not reasons:
-                return LeafPlan(d, act(KEEP, f"valid until {cert.not_valid_after_utc:%Y-%m-%d}"), key=parsed_key)
+                made = None
+                if ca_digest is not None:
+                    made = Vouch(digest(cert_b), digest(key_b), want_digest(d, cluster.key_algorithm), ca_digest,
+                                 epoch(cert.not_valid_before_utc), epoch(cert.not_valid_after_utc))
+                return LeafPlan(d, act(KEEP, f"valid until {cert.not_valid_after_utc:%Y-%m-%d}"), key=parsed_key,
+                                vouch=made)
     if not new_key:
         reasons.append("key kept")
     return LeafPlan(d, act(REISSUE, "; ".join(reasons)), key=parsed_key, new_key=new_key)
@@ -278,13 +300,16 @@ def _assess_leaf(store: Store, cluster: Cluster, d: Desired, ca: AuthorityPlan, 
 
 def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: datetime | None = None,
            imports: Iterable[ImportedCA] = (), thorough: bool = False, new_secrets: Iterable[str] = (),
-           retire_old_encryption: bool = False, rename_cluster: bool = False) -> Assessment:
+           retire_old_encryption: bool = False, rename_cluster: bool = False,
+           record: Mapping[str, Vouch] | None = None) -> Assessment:
     """Decide what to do with every item of the store; reads, never writes. `thorough` also runs
     OpenSSL's consistency check on every leaf key (check does; reconcile compares each key's public
     half with its certificate, which is what a mismatch or a swapped file breaks). `new_secrets`
     names the secrets to make anew on purpose (--new-secret); `retire_old_encryption` drops the
     encryption keys kept only to read (--retire-old-encryption); `rename_cluster` lets a store recorded
-    under another cluster name take the spec's (--rename-cluster)."""
+    under another cluster name take the spec's (--rename-cluster). `record`: verified.json's vouches
+    (record.py; {} when there is none): a leaf it still vouches for is kept without being parsed, and
+    each kept leaf carries its vouch for the next record. None, and always with `thorough`: unused."""
     catalog = catalog or default_catalog()
     at = at or issue.now()
     imports = {i.name: i for i in imports}
@@ -298,13 +323,13 @@ def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: d
     if name_problem:
         errors.append(name_problem)
         state_error = state_error or name_problem
-    cas = tuple(_assess_ca(store, cluster, catalog, a, at, imports.get(a.name), state.fingerprint(a.name))
+    desired = list(desired_leaves(cluster, catalog))
+    cas = tuple(_assess_ca(store, cluster, catalog, desired, a, at, imports.get(a.name), state.fingerprint(a.name))
                 for a in catalog.authorities)
     errors += [ca.action.reason for ca in cas if not ca.usable]
     cas, shared = _shared_keys(cas)
     errors += shared
     signers = {ca.name: ca for ca in cas}
-    desired = list(desired_leaves(cluster, catalog))
     # In use: it holds a certificate a CA signed, or a record. A missing secret is then lost, not yet to make.
     live = store.read(STATE) is not None or any(store.read(cert_rel(d.entry, d.node)) is not None for d in desired)
     sa = assess_service_account(store, cluster, live, "service-account" in new_secrets, catalog.install_dir)
@@ -313,7 +338,15 @@ def assess(cluster: Cluster, store: Store, catalog: Catalog | None = None, at: d
     enc = assess_encryption(store, cluster, state.encryption, live, "encryption" in new_secrets,
                             retire_old_encryption)
     errors += enc.problems
-    leaves = tuple(_assess_leaf(store, cluster, d, signers[d.signer], at, thorough)
+    use_record = record is not None and not thorough
+    ca_digests = {}  # only a CA kept after its full check vouches for what it signed
+    for ca in cas:
+        data = store.read(f"{ca.name}.crt") if use_record and ca.action.action == KEEP and not ca.write_cert else None
+        if data:
+            ca_digests[ca.name] = digest(data)
+    leaves = tuple(_assess_leaf(store, cluster, d, signers[d.signer], at, thorough,
+                                record.get(leaf_name(d.entry, d.node)) if use_record else None,
+                                ca_digests.get(d.signer))
                    for d in desired if signers[d.signer].usable)
     authorities = {}
     for ca in cas:

@@ -20,6 +20,7 @@ from . import issue
 from .actions import CREATE, REISSUE
 from .assess import Assessment, LeafPlan
 from .issue import key_fingerprint
+from .record import epoch
 from .secrets import ENCRYPTION_KEY_BYTES
 from .state import StoreState
 from .store import SA_KEY, SA_PUB, STATE, Store
@@ -27,9 +28,12 @@ from .store import SA_KEY, SA_PUB, STATE, Store
 
 @dataclass(frozen=True)
 class IssuedLeaf:
+    """A leaf as issued: its plan and the new certificate's validity (epoch seconds). Not the
+    certificate and key objects themselves: a 5000-worker run would hold 10000 of each to the end."""
+
     plan: LeafPlan
-    cert: x509.Certificate
-    key: issue.PrivateKey
+    not_before: int
+    not_after: int
     new_key: bool
 
 
@@ -52,13 +56,13 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
     sa = plan.service_account
     new_keys = (sum(1 for ca in plan.authorities if ca.write_key and ca.key is None)
                 + (secrets_too and sa.new) + sum(1 for leaf in leaves if leaf.new_key))
-    fresh = issue.iter_keys(cluster.key_algorithm, new_keys)  # RSA: made across the cores, in order of need
+    fresh = issue.iter_new_keys(cluster.key_algorithm, new_keys)  # RSA: made across the cores, in order of need
     try:
         signers = {}
         for ca in plan.authorities:
             key = ca.key
             if ca.write_key and key is None:
-                key = issue.load_private_key(next(fresh), validate=False)
+                key = next(fresh)[1]
             cert = ca.cert
             if ca.write_cert and cert is None:
                 cert = issue.make_ca(ca.authority.cn, key, cluster.ca_validity, at)
@@ -73,7 +77,7 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
         sa_key, state = sa.key, None
         if secrets_too:
             if sa.new:
-                sa_key = issue.load_private_key(next(fresh), validate=False)
+                sa_key = next(fresh)[1]
                 store.write(SA_KEY, issue.private_pem(sa_key))
                 store.flush()
             if sa.action.action in (CREATE, REISSUE):
@@ -91,20 +95,26 @@ def execute(cluster: Cluster, store: Store, plan: Assessment, leaves: tuple[Leaf
                 store.remove(rel)
 
         issued = []
-        for leaf in leaves:
+        signing = {name: issue.Signer(cert, key) for name, (cert, key) in signers.items()
+                   if cert is not None and key is not None}
+        # RSA keys come from the pool while this process waits for them: commit what is issued as it
+        # goes, so the writing overlaps the waiting instead of following the last key.
+        commit_every = 64 if issue.pooled(cluster.key_algorithm, new_keys) else 0
+        for number, leaf in enumerate(leaves, 1):
             d = leaf.desired
             key = leaf.key
             if leaf.new_key:
-                key_pem = next(fresh)
-                key = issue.load_private_key(key_pem, validate=False)
-            ca_cert, ca_key = signers[d.signer]
-            cert = issue.issue(d.identity, key.public_key(), ca_cert, ca_key, cluster.cert_validity, at)
+                key_pem, key = next(fresh)
+            cert = signing[d.signer].issue(d.identity, key.public_key(), cluster.cert_validity, at)
             crt, key_file = leaf.files()
             if leaf.new_key:
                 store.write(key_file, key_pem)
             store.write(crt, issue.cert_pem(cert))
-            issued.append(IssuedLeaf(leaf, cert, key, leaf.new_key))
+            issued.append(IssuedLeaf(leaf, epoch(cert.not_valid_before_utc), epoch(cert.not_valid_after_utc),
+                                     leaf.new_key))
             advance(1)
+            if commit_every and number % commit_every == 0:
+                store.flush()
         store.flush()
     finally:
         fresh.close()  # stops the key pool at once if anything above failed

@@ -1,7 +1,8 @@
 """Pure generation: keys, CA certificates and leaf certificates as values and PEM bytes.
 
 Nothing here touches the disk (trustme's rule). RSA keys are the slow part of any run, so
-`generate_keys` spreads them over the CPU cores; ECDSA keys take microseconds and stay in-process.
+`iter_keys` (hardway/keypool.py) spreads them over the CPU cores; ECDSA keys take microseconds and
+stay in-process.
 Also here: reading a certificate back into the facts the catalog cares about (`differences`).
 """
 
@@ -9,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator, Union
 
@@ -20,17 +19,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..keypool import _CURVES, _POOL_THRESHOLD, PrivateKey, generate_key, iter_keys, private_pem
 from .catalog import Identity
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]
 PublicKey = Union[rsa.RSAPublicKey, ec.EllipticCurvePublicKey]
 
 BACKDATE = timedelta(minutes=5)  # NotBefore in the past: tolerate clocks a little behind ours
-_CURVES = {"ECDSA-P256": ec.SECP256R1, "ECDSA-P384": ec.SECP384R1}
 _EKU = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
 _EKU_NAMES = {oid: name for name, oid in _EKU.items()}
-# Below this many RSA keys a process pool costs more than it saves.
-_POOL_THRESHOLD = 4
 
 
 def now() -> datetime:
@@ -38,20 +34,6 @@ def now() -> datetime:
 
 
 # ---------------------------------------------------------------- keys --------------------------
-
-def generate_key(algorithm: str) -> PrivateKey:
-    if algorithm.startswith("RSA-"):
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm[4:]))
-    if algorithm in _CURVES:
-        return ec.generate_private_key(_CURVES[algorithm]())
-    raise ValueError(f"unknown key algorithm {algorithm!r}")
-
-
-def private_pem(key: PrivateKey) -> bytes:
-    """PKCS#1 / SEC1 PEM, unencrypted: what kubeadm writes and every component reads."""
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
-
 
 def public_pem(key: PrivateKey | PublicKey) -> bytes:
     public = key.public_key() if hasattr(key, "private_bytes") else key
@@ -99,82 +81,25 @@ def key_fingerprint(key: PrivateKey | PublicKey) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-def _generate_pem(algorithm: str) -> bytes:
-    return private_pem(generate_key(algorithm))
+def pooled(algorithm: str, count: int) -> bool:
+    """Whether `iter_keys` makes these keys in a process pool (the caller then mostly waits for them)."""
+    return algorithm.startswith("RSA-") and count >= _POOL_THRESHOLD and min(os.cpu_count() or 1, count) >= 2
 
 
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _die_with_parent(hardway_pid: int) -> None:
-    """Pool worker initializer: die with hardway. A worker's parent is the forkserver, which exits
-    only once every holder of its alive pipe has (the workers hold it too): so each worker watches
-    hardway's process itself (a pidfd) and exits when it is gone, and dies with the forkserver too
-    (PR_SET_PDEATHSIG). A SIGKILLed run then leaves no worker computing keys and holding the
-    caller's stderr; the forkserver and the resource tracker follow once the workers are gone."""
-    import signal
-    import threading
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    threading.Thread(target=_exit_when_gone, args=(hardway_pid,), daemon=True).start()
-
-
-def _exit_when_gone(pid: int) -> None:
-    import select
-    import time
-    try:
-        fd = os.pidfd_open(pid)  # readable once the process has exited
-    except (OSError, AttributeError):
-        fd = None
-    if fd is not None:
-        select.select([fd], [], [])
-    else:
-        while True:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                pass
-            time.sleep(0.5)
-    os._exit(1)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM during key generation: unwound like Ctrl-C, so the pool is shut down, not orphaned."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
-def iter_keys(algorithm: str, count: int) -> Iterator[bytes]:
-    """`count` new private keys as PEM, as they are made. RSA keys come from a process pool across
-    the cores (a forkserver, so the workers inherit none of our descriptors, e.g. the store lock);
-    ECDSA keys take microseconds and are made in-process."""
-    workers = min(os.cpu_count() or 1, count)
-    if not algorithm.startswith("RSA-") or count < _POOL_THRESHOLD or workers < 2:
+def iter_new_keys(algorithm: str, count: int) -> Iterator[tuple[bytes, PrivateKey]]:
+    """`count` new keys as (PEM, key), as they are made: `iter_keys`, without parsing back a PEM made
+    in this process (ECDSA, or too few RSA keys for the pool)."""
+    if not pooled(algorithm, count):
         for _ in range(count):
-            yield _generate_pem(algorithm)
+            key = generate_key(algorithm)
+            yield private_pem(key), key
         return
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # workers fork from a server that imported this module once
-    import signal
-    import threading
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)  # SIGTERM like SIGINT while the pool runs
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_die_with_parent,
-                               initargs=(os.getpid(),))
+    pems = iter_keys(algorithm, count)
     try:
-        yield from pool.map(_generate_pem, [algorithm] * count, chunksize=1)
+        for pem in pems:
+            yield pem, load_private_key(pem, validate=False)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        pems.close()
 
 
 def generate_keys(algorithm: str, count: int) -> list[bytes]:
@@ -225,27 +150,46 @@ def make_ca(cn: str, key: PrivateKey, validity: timedelta, at: datetime | None =
             .sign(key, _hash_for(key)))
 
 
+class Signer:
+    """A CA ready to sign leaves: what every certificate it issues shares (issuer, AKI, the hash, the
+    NotAfter cap) is worked out once, not per leaf (a 1000-worker cluster has 2000 leaves)."""
+
+    def __init__(self, ca_cert: x509.Certificate, ca_key: PrivateKey):
+        self.cert, self.key = ca_cert, ca_key
+        self.issuer = ca_cert.subject
+        self.not_after_cap = ca_cert.not_valid_after_utc
+        self.hash = _hash_for(ca_key)
+        self.aki = _extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(ca_cert)), False)
+
+    def issue(self, identity: Identity, public_key: PublicKey, validity: timedelta,
+              at: datetime | None = None) -> x509.Certificate:
+        """A leaf certificate for `identity`, signed by this CA; never outlives the CA."""
+        at = at or now()
+        extensions = [_LEAF_CONSTRAINTS, _LEAF_USAGE[isinstance(public_key, rsa.RSAPublicKey)],
+                      _extension(x509.ExtendedKeyUsage([_EKU[u] for u in sorted(identity.usages)]), False),
+                      _extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False), self.aki]
+        sans = [x509.DNSName(d) for d in identity.dns_names] + [x509.IPAddress(ip) for ip in identity.ip_addresses]
+        if sans:
+            extensions.append(_extension(x509.SubjectAlternativeName(sans), False))
+        builder = x509.CertificateBuilder(
+            issuer_name=self.issuer, subject_name=subject_name(identity.cn, identity.organizations),
+            public_key=public_key, serial_number=x509.random_serial_number(), not_valid_before=at - BACKDATE,
+            not_valid_after=min(at + validity, self.not_after_cap), extensions=extensions)
+        return builder.sign(self.key, self.hash)
+
+
+def _extension(value: x509.ExtensionType, critical: bool) -> x509.Extension:
+    return x509.Extension(value.oid, critical, value)
+
+
+_LEAF_CONSTRAINTS = _extension(x509.BasicConstraints(ca=False, path_length=None), True)
+_LEAF_USAGE = {rsa_key: _extension(_key_usage(ca=False, rsa_key=rsa_key), True) for rsa_key in (False, True)}
+
+
 def issue(identity: Identity, public_key: PublicKey, ca_cert: x509.Certificate, ca_key: PrivateKey,
           validity: timedelta, at: datetime | None = None) -> x509.Certificate:
-    """A leaf certificate for `identity`, signed by the CA; never outlives the CA."""
-    at = at or now()
-    not_after = min(at + validity, ca_cert.not_valid_after_utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(subject_name(identity.cn, identity.organizations))
-               .issuer_name(ca_cert.subject)
-               .public_key(public_key)
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(at - BACKDATE).not_valid_after(not_after)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(_key_usage(ca=False, rsa_key=isinstance(public_key, rsa.RSAPublicKey)), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([_EKU[u] for u in sorted(identity.usages)]), critical=False)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(_ski(ca_cert)),
-                              critical=False))
-    sans = [x509.DNSName(d) for d in identity.dns_names] + [x509.IPAddress(ip) for ip in identity.ip_addresses]
-    if sans:
-        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    return builder.sign(ca_key, _hash_for(ca_key))
+    """A leaf certificate for `identity`, signed by the CA; never outlives the CA (`Signer` for many)."""
+    return Signer(ca_cert, ca_key).issue(identity, public_key, validity, at)
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:

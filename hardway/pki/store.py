@@ -10,13 +10,16 @@ Layout (relative to <out>/pki):
     encryption-<name>.key                                            more encryption keys (provider change, rotation)
     state.json                                                       what the store holds: each CA's public-key
                                                                      fingerprint, the encryption keys and providers
+    verified.json                                                    what each leaf was last verified as (record.py):
+                                                                     lets a run with nothing to do skip re-parsing
     .lock                                                            flock'ed by the run in progress
 
 Writes go through hardway.fsutil, the one durable-write path: each file to a temporary file in the
 same directory, made durable, then renamed over the target, and the rename made durable: a run
 killed at any moment leaves either the old file or the new one. Writes are committed in batches
 (fsutil.write_batch: one syncfs per batch rather than two fsyncs per file; 4000 files of a
-1000-worker cluster would otherwise spend most of the run in fsync).
+1000-worker cluster would otherwise spend most of the run in fsync); a commit of a few files (the
+CAs, state.json) is made durable file by file instead (fsutil.atomic_write).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol
 
 from ..errors import HardwayError
-from ..fsutil import chmod_nofollow, fsync_dir, leftover_temp_files, open_lock, write_batch
+from ..fsutil import atomic_write, chmod_nofollow, fsync_dir, leftover_temp_files, open_lock, write_batch
 
 __all__ = ["Store", "MemoryStore", "OverlayStore", "DiskStore", "ensure_dir", "locked", "leftover_temp_files",
            "cert_rel", "key_rel", "is_secret"]
@@ -110,7 +114,11 @@ class DiskStore:
     batched: `write` queues, `flush` commits the queue (fsutil.write_batch), and so does every
     BATCH-th write. Callers flush where an order must be durable (a CA key before its certificate)."""
 
-    BATCH = 256
+    BATCH = 4096
+    # A commit this small (the CA keys, the CA certificates, state.json, the record) is made durable
+    # file by file (fsync, rename, fsync of the directory): a syncfs would also wait for whatever else
+    # is being written to the file system, by anyone.
+    SMALL = 16
 
     def __init__(self, root: Path, writable: bool = False):
         self.root = Path(root)
@@ -120,12 +128,7 @@ class DiskStore:
 
     def read(self, rel: str) -> bytes | None:
         if rel not in self._cache:
-            try:
-                self._cache[rel] = (self.root / rel).read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                self._cache[rel] = None
-            except OSError:
-                self._cache[rel] = b""  # present but unreadable: parsing it fails and says so
+            self._cache[rel] = _read_file(os.path.join(self.root, rel))
         return self._cache[rel]
 
     def write(self, rel: str, data: bytes) -> None:
@@ -141,9 +144,14 @@ class DiskStore:
         if not pending:
             return
         files = [(self.root / rel, data, KEY_MODE if is_secret(rel) else CERT_MODE) for rel, data in pending]
+        small = len(files) <= self.SMALL
         for parent in dict.fromkeys(path.parent for path, _, _ in files):
-            ensure_dir(parent, self.root, durable=False)  # made durable by write_batch's syncfs
-        write_batch(self.root, files)
+            ensure_dir(parent, self.root, durable=small)  # else made durable by write_batch's syncfs
+        if small:
+            for path, data, mode in files:
+                atomic_write(path, data, mode)  # fsync, rename, fsync of the directory
+        else:
+            write_batch(self.root, files)
 
     def remove(self, rel: str) -> None:
         """Delete a file now (after a flush: what is queued is written first), durably."""
@@ -160,6 +168,32 @@ class DiskStore:
     def node_dirs(self) -> list[str]:
         nodes = self.root / NODES
         return sorted(p.name for p in nodes.iterdir() if p.is_dir()) if nodes.is_dir() else []
+
+
+def _read_file(path: str) -> bytes | None:
+    """A store file's bytes: None when there is none, b"" when it is present but unreadable or not a
+    regular file (a FIFO or a device in the store is never read: parsing b"" fails and says so)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        return b""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return b""
+        chunks, size = [], max(st.st_size, 0) + 1
+        while True:
+            chunk = os.read(fd, size)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size = 1 << 16
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def ensure_dir(path: Path, root: Path, durable: bool = True) -> None:
