@@ -395,3 +395,70 @@ def test_bundles_that_fail_check_are_not_deployed(nodes, cluster_dir, tmp_path):
     assert run.returncode == 1
     assert "fail `hardway check`, nothing deployed" in run.stderr and "node-0" in run.stderr
     assert "Traceback" not in run.stderr and not roots.exists()
+
+
+@pytest.mark.slow
+def test_a_jump_host_reaches_a_node_the_workstation_cannot(tmp_path, run_cli):
+    """Three namespaces: the workstation, a bastion, the node. The workstation reaches only the
+    bastion (10.9.0.2) and the bastion the node (10.240.0.20); the bastion forwards nothing, so only
+    `ssh.jump` gets through. The bastion's key is checked against known_hosts, the node's pinned."""
+    from hardway.lab import sshd as sshd_mod
+    from helpers import need_namespaces, need_sshd
+    need_namespaces()
+    need_sshd()
+    need_fabric()
+    tag = os.urandom(3).hex()
+    ws, bastion, node = f"hwjw-{tag}", f"hwjb-{tag}", f"hwjn-{tag}"
+    ip = lambda *a: subprocess.run(["ip", *a], check=True)  # noqa: E731
+    try:
+        for ns in (ws, bastion, node):
+            ip("netns", "add", ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ws, "link", "add", "a0", "type", "veth", "peer", "name", "a1", "netns", bastion)
+        ip("-n", bastion, "link", "add", "b0", "type", "veth", "peer", "name", "b1", "netns", node)
+        for ns, dev, addr in ((ws, "a0", "10.9.0.1/24"), (bastion, "a1", "10.9.0.2/24"),
+                              (bastion, "b0", "10.240.0.1/24"), (node, "b1", "10.240.0.20/24")):
+            ip("-n", ns, "addr", "add", addr, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+        # no route from the workstation to 10.240.0.0/24, and the bastion forwards nothing anyway
+        subprocess.run(["ip", "netns", "exec", bastion, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
+        key = sshd_mod.client_key(tmp_path / "id")
+        jump = sshd_mod.start(tmp_path / "bastion", enter=sshd_mod.netns_command(bastion), address="10.9.0.2",
+                              authorized=[key.public])
+        target = sshd_mod.start(tmp_path / "node", enter=sshd_mod.netns_command(node), address="10.240.0.20",
+                                authorized=[key.public])
+        try:
+            data = {"name": "jump", "pki": {"keyAlgorithm": "ECDSA-P256"},
+                    "ssh": {"identity": str(key.private)},
+                    "nodes": [{"name": "server", "address": "10.240.0.20", "roles": ["controller"],
+                               "ssh": {"hostKeys": target.host_keys}}]}
+            (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            assert run_cli(["bundle"], cwd=tmp_path).returncode == 0
+            known = tmp_path / "known_hosts"
+            known.write_text("".join(f"10.9.0.2 {k}\n" for k in jump.host_keys))
+
+            def go():
+                return subprocess.run(sshd_mod.netns_command(ws) + [
+                    sys.executable, "-m", "hardway", "deploy", "--remote-root", f"{tmp_path}/{{node}}/root",
+                    "--known-hosts", str(known)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_env())
+            direct = go()
+            assert direct.returncode == 1 and "cannot connect to root@10.240.0.20:22" in direct.stdout, direct.stdout
+            data["ssh"]["jump"] = "root@10.9.0.2"
+            (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+            through = go()
+            assert through.returncode == 0, through.stdout + through.stderr
+            assert rows(through.stdout)["server"][0] == "upload+install"
+            assert (tmp_path / "server/root/etc/kubernetes/pki/kube-apiserver.crt").is_file()
+            # the node saw the bastion's address, not the workstation's
+            assert "Accepted publickey for root from 10.240.0.1 " in target.log.read_text()
+            # the bastion's key is checked too: a known_hosts without it stops the run
+            known.write_text("")
+            data["nodes"][0]["ssh"]["hostKeys"] = target.host_keys
+            refused = go()
+            assert refused.returncode == 1 and "unknown host key for 10.9.0.2" in refused.stdout, refused.stdout
+        finally:
+            jump.stop()
+            target.stop()
+    finally:
+        for ns in (ws, bastion, node):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
