@@ -462,3 +462,21 @@ def test_a_jump_host_reaches_a_node_the_workstation_cannot(tmp_path, run_cli):
     finally:
         for ns in (ws, bastion, node):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["deploy", "--parallel", "0"], "--parallel 0: give at least 1"),
+    (["deploy", "--remote-root", "staging/{node}"], "--remote-root 'staging/{node}': give an absolute directory"),
+    (["deploy", "--role", "master"], "--role master: no such role; the roles are controller, worker, loadbalancer"),
+    (["deploy", "--only", "servr"], "--only servr: no such node in the spec; did you mean server?"),
+    (["lab.up", "--network-only", "--installed"], "--network-only and --installed are the two halves"),
+])
+def test_bad_deploy_arguments_are_explained(tmp_path, run_cli, example_path, args, message):
+    if args[0] == "deploy":
+        need_fabric()
+    shutil.copy(example_path("kthw"), tmp_path / "cluster.yaml")
+    if "--role" in args or "--only" in args:
+        assert run_cli(["bundle"], cwd=tmp_path).returncode == 0
+    run = run_cli(args, cwd=tmp_path)
+    assert run.returncode != 0 and message in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
