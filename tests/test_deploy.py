@@ -480,3 +480,24 @@ def test_bad_deploy_arguments_are_explained(tmp_path, run_cli, example_path, arg
     run = run_cli(args, cwd=tmp_path)
     assert run.returncode != 0 and message in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_an_install_sh_failure_shows_its_output_and_records_nothing(nodes, cluster_dir, tmp_path):
+    roots = tmp_path / "nodes"
+    blocker = roots / "node-1" / "root" / "etc/kubernetes/kubelet-config.yaml"
+    blocker.mkdir(parents=True)  # a directory where the bundle installs a file
+    run = deploy(nodes, cluster_dir, roots)
+    assert run.returncode == 1
+    got = rows(run.stdout)
+    assert got["node-1"] == ("upload+install", "failed: install.sh exit 1")
+    assert got["server"][1].startswith("ok") and got["node-0"][1].startswith("ok")
+    tail = run.stdout.split("--- node-1: the end of its output", 1)[1]
+    assert f"{blocker} is a directory; expected a file" in tail
+    assert "deploy: 1 failed: node-1" in run.stdout
+    assert not (roots / "node-1/root/var/lib/hardway/deploy/installed").exists()
+    blocker.rmdir()
+    again = deploy(nodes, cluster_dir, roots)
+    assert again.returncode == 0
+    assert rows(again.stdout)["node-1"][0] == "install"  # the archive is there already
+    assert (blocker).is_file()
