@@ -222,6 +222,7 @@ def test_deploy_installs_every_node_then_skips_them(nodes, cluster_dir, tmp_path
     dry = deploy(nodes, cluster_dir, roots, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert rows(dry.stdout) == {n: ("upload+install", "dry run: nothing changed") for n in ADDRESSES}
+    assert "deploy (dry run): 3 to do, 0 up to date; nothing changed" in dry.stdout
     assert not roots.exists()  # a dry run changes nothing
 
     first = deploy(nodes, cluster_dir, roots)
@@ -248,6 +249,9 @@ def test_deploy_installs_every_node_then_skips_them(nodes, cluster_dir, tmp_path
     # one login per node, and no upload: the archive on each node is the one of the first run
     assert {n: nodes.servers[n].log.read_text().count("Accepted publickey") for n in ADDRESSES} == {
         n: c + 1 for n, c in logins.items()}
+    dry = deploy(nodes, cluster_dir, roots, "--dry-run")
+    assert rows(dry.stdout) == {n: ("up to date", "dry run: nothing changed") for n in ADDRESSES}
+    assert "deploy (dry run): 0 to do, 3 up to date; nothing changed" in dry.stdout
 
 
 @pytest.mark.slow
