@@ -505,3 +505,18 @@ def test_an_install_sh_failure_shows_its_output_and_records_nothing(nodes, clust
     assert again.returncode == 0
     assert rows(again.stdout)["node-1"][0] == "install"  # the archive is there already
     assert (blocker).is_file()
+
+
+@pytest.mark.slow
+def test_an_archive_that_is_a_link_is_not_read(nodes, cluster_dir, tmp_path):
+    work = tmp_path / "c"
+    shutil.copytree(cluster_dir, work)
+    archive = work / "out" / "bundles" / "node-0.tar.gz"
+    elsewhere = tmp_path / "elsewhere.tar.gz"
+    archive.rename(elsewhere)
+    archive.symlink_to(elsewhere)  # the same bytes, through a link
+    roots = tmp_path / "nodes"
+    run = deploy(nodes, work, roots)
+    assert run.returncode == 1, run.stderr
+    assert "out/bundles/node-0.tar.gz is a symbolic link; deploy follows no link" in run.stderr
+    assert not roots.exists()

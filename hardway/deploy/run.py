@@ -6,9 +6,11 @@ controller stops the run before the workers (they need the API); a failed worker
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import ssl
+import stat
 import subprocess
 import tempfile
 import time
@@ -76,11 +78,16 @@ def check_local(cluster: Cluster, out: Path) -> None:
 
 def deploy(cluster: Cluster, out: Path, options: Options, say: Say) -> Report:
     from . import remote  # Fabric: only now
-    check_local(cluster, out)
     chosen = p.select(all_targets(cluster), list(options.only), options.role)
     bundles = out / "bundles"
-    archives = {t.node: (bundles / f"{t.node}.tar.gz").read_bytes() for t in chosen}
+    # The bytes uploaded are the bytes read here, and the checks below saw the same file.
+    archives = {t.node: _read_archive(bundles / f"{t.node}.tar.gz") for t in chosen}
+    check_local(cluster, out)
     digests = {node: p.digest_of(data) for node, data in archives.items()}
+    for node, digest in digests.items():
+        if p.digest_of(_read_archive(bundles / f"{node}.tar.gz")) != digest:
+            raise HardwayError(f"{bundles / f'{node}.tar.gz'} changed while it was being checked; nothing deployed: "
+                               "run deploy again once `hardway bundle` is done")
     policy = remote.HostKeyPolicy(options.known_hosts, options.accept_new)
     report = Report()
     accepted: list[str] = []
@@ -127,6 +134,23 @@ def deploy(cluster: Cluster, out: Path, options: Options, say: Say) -> Report:
         report.notes.append("--no-start: no wait for /readyz and no manifests; once the API answers, the workstation "
                             "applies them (its README, step 4), or `hardway deploy --manifests` does")
     return report
+
+
+def _read_archive(path: Path) -> bytes:
+    """A bundle archive's bytes: a regular file, never through a link (out/ is not trusted)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise HardwayError(f"{path} is missing: run `hardway bundle` first") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HardwayError(f"{path} is a symbolic link; deploy follows no link under the output directory: "
+                               "run `hardway bundle` to write the archive again") from None
+        raise HardwayError(f"cannot read {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise HardwayError(f"{path} is not a regular file")
+        return f.read()
 
 
 def _node(remote, t: Target, data: bytes, digest: str, options: Options, policy, accepted, conns) -> p.NodeResult:
