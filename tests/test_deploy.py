@@ -185,7 +185,7 @@ def rows(output: str) -> dict[str, tuple[str, str]]:
         words = line.split()
         if words and (words[0] in ADDRESSES or words[0] == "manifests"):
             rest = line.split(None, 1)[1].rsplit(None, 1)[0]
-            for action in [a.value for a in dp.Action] + ["connect", "not attempted", "probe"]:
+            for action in [a.value for a in dp.Action] + [st.value for st in dp.Step]:
                 if rest.startswith(action + " "):
                     found[words[0]] = (action, rest[len(action):].strip())
     return found
