@@ -13,6 +13,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -209,10 +210,14 @@ class Cluster:
         return ",".join(m.client_url for m in self.etcd_members)
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        try:
+            return self._nodes_by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    @cached_property
+    def _nodes_by_name(self) -> dict[str, Node]:  # node() once per template of 1000 nodes: no linear scan
+        return {n.name: n for n in self.nodes}
 
 
 # ---------------------------------------------------------------- loading -----------------------
