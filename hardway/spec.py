@@ -141,7 +141,9 @@ class Node(_Roles):
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
     resolv_conf: str = DEFAULT_RESOLV_CONF  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
-    ssh: SshSettings = SshSettings()  # the node's own ssh block (hardway.deploy.targets applies the defaults)
+    # the node's own ssh block (hardway.deploy.targets applies the defaults); how to reach the node is
+    # no part of what it gets: compare=False keeps it out of equality and the bundles' input digests
+    ssh: SshSettings = field(default=SshSettings(), compare=False)
 
     @property
     def url_host(self) -> str:
@@ -184,7 +186,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     etcd_members: tuple[EtcdMember, ...]
     source: str = "cluster.yaml"
-    ssh: SshSettings = SshSettings()  # the cluster-level ssh block
+    ssh: SshSettings = field(default=SshSettings(), compare=False)  # the cluster-level ssh block (as Node.ssh)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
