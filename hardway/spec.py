@@ -22,6 +22,8 @@ import yaml
 
 from .durations import parse_duration
 from .errors import SpecError
+from .sshspec import (SshSettings, parse_host_key, parse_identity, parse_jump, parse_port, parse_ssh_host,
+                      parse_user)
 from .names import (LABEL_RULE, SUBDOMAIN_RULE, IPAddress, IPNetwork, is_dns_label, is_dns_name, is_ip,  # noqa: F401
                     host_port, not_a_label, parse_address, parse_host, parse_network, url_host)
 from .versions import DEFAULT_VERSION, SUPPORTED_MINORS, KubernetesVersion, parse_version
@@ -76,6 +78,19 @@ class KubeletSpec(Strict):
     resolvConf: str | None = None  # DEFAULT_RESOLV_CONF; systemd-resolved hosts: /run/systemd/resolve/resolv.conf
 
 
+class SshSpec(Strict):
+    """How `hardway deploy` logs in (docs/deploy.md). A path to a key, never a key."""
+    user: str | None = None  # default root
+    port: int | None = None  # default 22
+    identity: str | None = None  # a private key file on the workstation
+    jump: str | None = None  # [user@]host[:port]
+
+
+class NodeSshSpec(SshSpec):
+    host: str | None = None  # default: the node's address
+    hostKeys: list[str] = []  # pinned public host keys, 'ssh-ed25519 AAAA...'
+
+
 class NodeSpec(Strict):
     name: str
     address: str
@@ -83,6 +98,7 @@ class NodeSpec(Strict):
     fqdn: str | None = None
     podCIDR: str | None = None
     kubelet: KubeletSpec | None = None  # overrides the top-level kubelet settings on this node
+    ssh: NodeSshSpec | None = None  # overrides the top-level ssh settings for this node
 
 
 class ClusterSpec(Strict):
@@ -93,6 +109,7 @@ class ClusterSpec(Strict):
     pki: PkiSpec = PkiSpec()
     encryption: EncryptionSpec = EncryptionSpec()
     kubelet: KubeletSpec = KubeletSpec()
+    ssh: SshSpec = SshSpec()
     nodes: list[NodeSpec]
 
 
@@ -124,6 +141,9 @@ class Node(_Roles):
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
     resolv_conf: str = DEFAULT_RESOLV_CONF  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
+    # the node's own ssh block (hardway.deploy.targets applies the defaults); how to reach the node is
+    # no part of what it gets: compare=False keeps it out of equality and the bundles' input digests
+    ssh: SshSettings = field(default=SshSettings(), compare=False)
 
     @property
     def url_host(self) -> str:
@@ -166,6 +186,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     etcd_members: tuple[EtcdMember, ...]
     source: str = "cluster.yaml"
+    ssh: SshSettings = field(default=SshSettings(), compare=False)  # the cluster-level ssh block (as Node.ssh)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -697,9 +718,10 @@ def _build(spec: ClusterSpec, sink: list[tuple[tuple, str]], source: str) -> Clu
     if ranges_ok:
         _allocate_worker_ranges(drafts, net, p)
     resolv_confs = _check_kubelet(spec, p)
+    ssh = _check_ssh(spec, p)
     if sink:
         return None
-    return _with_resolv_confs(_cluster(spec, source, version, net, api, pki, drafts, warnings), resolv_confs)
+    return _with_ssh(_with_resolv_confs(_cluster(spec, source, version, net, api, pki, drafts, warnings), resolv_confs), ssh)
 
 
 _RESOLV_CONF_HINT = ("an absolute path on the node, e.g. /run/systemd/resolve/resolv.conf on hosts running "
@@ -765,3 +787,44 @@ def _cluster(spec: ClusterSpec, source: str, version: KubernetesVersion, net: _N
         source=source,
         warnings=tuple(warnings),
     )
+
+
+def _ssh_block(block: SshSpec, loc: tuple, p: _Problems) -> SshSettings:
+    """One ssh block's values, each checked on its own (None where the block does not say)."""
+    user = p.parse(loc + ("user",), parse_user, block.user) if block.user is not None else None
+    port = p.parse(loc + ("port",), parse_port, block.port) if block.port is not None else None
+    identity = p.parse(loc + ("identity",), parse_identity, block.identity) if block.identity is not None else None
+    jump = p.parse(loc + ("jump",), parse_jump, block.jump) if block.jump is not None else None
+    host, keys = None, []
+    if isinstance(block, NodeSshSpec):
+        host = p.parse(loc + ("host",), parse_ssh_host, block.host) if block.host is not None else None
+        for i, line in enumerate(block.hostKeys):
+            key = p.parse(loc + ("hostKeys", i), parse_host_key, line)
+            if key is not None and key in keys:
+                p.add(loc + ("hostKeys", i), f"the same key as hostKeys[{keys.index(key)}]; list each key once")
+            elif key is not None:
+                keys.append(key)
+    return SshSettings(host=host, user=user, port=port, identity=identity, jump=jump, host_keys=tuple(keys))
+
+
+def _check_ssh(spec: ClusterSpec, p: _Problems) -> tuple[SshSettings, list[SshSettings]]:
+    """The cluster's ssh block and each node's (docs/deploy.md); two nodes may not share host and port."""
+    top = _ssh_block(spec.ssh, ("ssh",), p)
+    own = [_ssh_block(n.ssh, ("nodes", i, "ssh"), p) if n.ssh else SshSettings() for i, n in enumerate(spec.nodes)]
+    seen: dict[tuple[str, int], int] = {}
+    for i, (n, s) in enumerate(zip(spec.nodes, own)):
+        if s.host is None:
+            continue  # the node's address: unique already
+        where = (s.host, s.port or top.port or 22)
+        if where in seen:
+            p.add(("nodes", i, "ssh", "host"), f"{host_port(*where)} is already how nodes[{seen[where]}] is reached; "
+                  "each node needs its own host or port")
+        else:
+            seen[where] = i
+    return top, own
+
+
+def _with_ssh(cluster: Cluster, ssh: tuple[SshSettings, list[SshSettings]]) -> Cluster:
+    from dataclasses import replace
+    top, own = ssh
+    return replace(cluster, ssh=top, nodes=tuple(replace(n, ssh=s) for n, s in zip(cluster.nodes, own)))
