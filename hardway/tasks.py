@@ -23,7 +23,7 @@ from .tasklib import DEFAULT_SPEC, DEFAULTS, OUT_HELP, SPEC_HELP, load, out_dir,
 
 # What the stages write under <out>; `clean` removes these and nothing else, so a mistaken
 # `--out .` cannot take the user's own files with it. The PKI store is removed only on request.
-GENERATED = (BUNDLES, KUBECONFIGS, NODES)
+GENERATED = (BUNDLES, KUBECONFIGS, NODES, "ansible")
 PKI_STORE = PKI
 
 
@@ -120,6 +120,15 @@ def bundle(c, spec=None, out=None):
     return run_bundle(load(c, spec, root), root)
 
 
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "dir": "where to write the inventory and playbook (default: <out>/ansible)"})
+def ansible(c, spec=None, out=None, dir=None):
+    """Write an Ansible inventory and playbook that deploy the bundles like `deploy` (runs `bundle` first; docs/ansible.md)."""
+    from .deploy.ansible import run_ansible
+    root = out_dir(c, out)
+    return run_ansible(load(c, spec, root), root, dir)
+
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=None, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
@@ -196,5 +205,6 @@ def clean(c, out=None, pki=False, yes=False):
 
 
 ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
+ns.add_task(ansible)  # docs/ansible.md
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)
