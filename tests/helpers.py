@@ -66,3 +66,19 @@ def need_binaries(version: str, names=None) -> dict:
 def need_haproxy() -> None:
     if not (shutil.which("haproxy") or os.access("/usr/sbin/haproxy", os.X_OK)):
         missing("HAProxy is not installed", "apt-get update && apt-get install -y haproxy")
+
+
+def need_sshd() -> str:
+    """Debian's OpenSSH server and ssh-keygen (the deploy tests log into a real sshd)."""
+    sshd = "/usr/sbin/sshd"
+    if not os.access(sshd, os.X_OK):
+        missing(f"{sshd} is not installed", "apt-get install -y openssh-server openssh-client")
+    need_tool("ssh-keygen", "apt-get install -y openssh-client")
+    return sshd
+
+
+def need_fabric() -> None:
+    try:
+        import fabric  # noqa: F401
+    except ImportError:
+        missing("Fabric is not installed", "pip install -e '.[test]'  (or: pip install 'fabric==3.2.*')")
