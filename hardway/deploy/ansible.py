@@ -32,7 +32,9 @@ FILES = (INVENTORY, PLAYBOOK, NODE_TASKS, KNOWN_HOSTS)
 GROUPS = ("loadbalancer", "controller", "worker")  # Ansible groups: the spec's roles
 PARENT = "hardway"  # the group holding every node and the cluster's values
 MANIFESTS = "manifests/"  # in the workstation bundle: applied with super-admin once /readyz answers
-_KNOWN_HOSTS_REF = "{{ inventory_dir }}/" + KNOWN_HOSTS  # templated by Ansible: wherever the files are
+# Templated by Ansible: wherever the files are. Quoted for ssh, which splits UserKnownHostsFile at spaces and
+# expands % tokens in it.
+_KNOWN_HOSTS_REF = '"{{ inventory_dir | replace(\'%\', \'%%\') }}/' + KNOWN_HOSTS + '"'
 
 
 def ssh_args(t: Target) -> str:
