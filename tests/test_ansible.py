@@ -353,3 +353,45 @@ def test_api_play_waits_for_readyz_and_applies_the_manifests_on_a_running_cluste
     finally:
         down(labdir)
         assert netns.existing_namespaces(netns.lab_prefix(labdir)) == []
+
+
+@pytest.mark.slow
+def test_a_worker_down_stops_only_itself(tmp_path):
+    """kthw's two workers, one at a time (hardway_parallel=1): node-1's sshd is down, node-0 is
+    still installed; the run exits non-zero naming node-1 unreachable. Then, node-1 back, a re-run
+    installs node-1 only (node-0 already has its bundle: changed=0)."""
+    from sshd_helpers import ssh_nodes
+    tools = need_ansible()
+    data = yaml.safe_load((REPO / "examples" / "kthw.yaml").read_text())
+    mgmt = {"node-0": "10.240.101.20", "node-1": "10.240.101.21"}
+    with ssh_nodes(tmp_path / "ssh", mgmt) as nodes:
+        data["ssh"] = {"identity": str(nodes.key.private)}
+        for n in data["nodes"]:
+            if n["name"] in mgmt:
+                n["ssh"] = {"host": mgmt[n["name"]], "hostKeys": nodes.servers[n["name"]].host_keys}
+        spec = tmp_path / "cluster.yaml"
+        spec.write_text(yaml.safe_dump(data, sort_keys=False))
+        hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
+        d = tmp_path / "out" / "ansible"
+        nodes.servers["node-1"].stop()
+        run = nodes.inside([tools["ansible-playbook"], "-i", str(d / "inventory.yml"), str(d / "playbook.yml"),
+                            "--limit", "worker", "-e", f"hardway_root={tmp_path / 'roots' / '{node}'}",
+                            "-e", "hardway_start=false", "-e", "hardway_parallel=1"])
+        first = subprocess.run(run, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=600)
+        assert first.returncode != 0, first.stdout[-3000:]
+        assert _recap(first.stdout, "node-1")["unreachable"] == 1, first.stdout[-3000:]
+        done = _recap(first.stdout, "node-0")
+        assert done["failed"] == 0 and done["changed"] > 0, first.stdout[-3000:]
+        for name in mgmt:
+            archive = tmp_path / "out" / "bundles" / f"{name}.tar.gz"
+            record = tmp_path / "roots" / name / "var/lib/hardway/deploy/installed"
+            if name == "node-0":
+                assert _installed(archive, tmp_path / "roots" / name) == []
+                assert record.read_text() == f"{hashlib.sha256(archive.read_bytes()).hexdigest()} {name} installed\n"
+            else:
+                assert not (tmp_path / "roots" / name).exists()
+        nodes.start("node-1")  # the same directory: the same, pinned, host keys
+        second = subprocess.run(run, capture_output=True, text=True, env=ansible_env(tmp_path), timeout=600)
+        assert second.returncode == 0, second.stdout[-3000:]
+        assert _recap(second.stdout, "node-0")["changed"] == 0 and _recap(second.stdout, "node-1")["changed"] > 0
+        assert _installed(tmp_path / "out" / "bundles" / "node-1.tar.gz", tmp_path / "roots" / "node-1") == []
