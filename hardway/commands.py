@@ -55,6 +55,8 @@ def run_plan(cluster: Cluster, out: Path, as_json: bool = False, detailed: bool 
     changes = plan_bundles(cluster, out)
     _print_lines(plan_lines(changes, out / "bundles"))
     console.print(plan_summary(changes))
+    from .deploy.plan import deploy_line
+    console.print(deploy_line(changes), markup=False)
     return _plan_code(actions, changes) if detailed else 0
 
 
@@ -76,8 +78,15 @@ def _plan_json(cluster: Cluster, out: Path, detailed: bool) -> int:
     code = FAILED if failed else _plan_code(report.actions, changes)
     print(json.dumps({"ok": not failed, "changes": code == CHANGES_PENDING, "cluster": cluster.name,
                       "pki": {"actions": [a.to_dict() for a in report.actions], "notes": report.notes},
-                      "bundles": None if failed else [c.to_dict() for c in changes]}, indent=2))
+                      "bundles": None if failed else [c.to_dict() for c in changes],
+                      "deploy": None if failed else _deploy_json(changes)}, indent=2))
     return code if detailed or failed else 0
+
+
+def _deploy_json(changes) -> dict:
+    from .deploy.plan import touched_by_deploy
+    nodes, manifests = touched_by_deploy(changes)
+    return {"nodes": nodes, "manifests": manifests}
 
 
 def run_pki(cluster: Cluster, out: Path, import_ca: list[str], new_secret: list[str] = (),
@@ -230,4 +239,52 @@ def run_renew(cluster: Cluster, out: Path, entry: str | None, node: str | None, 
     for note in result.notes:
         err_console.print(f"[dim]note:[/] {escape(note)}")
     console.print(f"renew: {summary_line(result.actions, ('created', 'CAs reported', 'renewed'))}")
+    return 0
+
+
+def run_deploy(cluster: Cluster, out: Path, *, only: list[str], role: str | None, start: bool, dry_run: bool,
+               parallel: int, accept_new: bool, known_hosts: str | None, remote_root: str | None, manifests: bool,
+               timeout: float, kubectl: str) -> int:
+    """`hardway deploy`: the end table, the notes, and the failed nodes with the end of their output."""
+    from .deploy import plan as deploy_plan
+    try:
+        from .deploy.run import Options, deploy
+        import fabric  # noqa: F401
+    except ImportError:
+        raise HardwayError("`hardway deploy` needs Fabric, an optional extra: pip install 'hardway[deploy]' "
+                           "(Fabric 3.2)") from None
+    if parallel < 1:
+        raise HardwayError(f"--parallel {parallel}: give at least 1")
+    root = deploy_plan.parse_remote_root(remote_root)
+    if root and start:
+        err_console.print("[dim]note:[/] --remote-root installs under a directory, where nothing can be started: "
+                          "no --start (as with --no-start)")
+        start = False
+    options = Options(only=tuple(only), role=role, start=start, dry_run=dry_run, parallel=parallel,
+                      accept_new=accept_new, remote_root=root, manifests=manifests, timeout=timeout, kubectl=kubectl,
+                      **({"known_hosts": Path(known_hosts).expanduser()} if known_hosts else {}))
+    report = deploy(cluster, out, options, say=lambda line: err_console.print(line, markup=False))
+    from rich.table import Table
+    table = Table("node", "action", "result", "time", title="deploy" + (" (dry run)" if dry_run else ""),
+                  box=None, title_justify="left")
+    for r in report.rows:
+        style = "" if r.ok else "bold red"
+        table.add_row(escape(r.node), escape(r.action), f"[{style}]{escape(r.result)}[/]" if style else escape(r.result),
+                      f"{r.seconds:.1f}s")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[dim]note:[/] {escape(note)}")
+    if report.failed:
+        for r in report.failed:
+            if r.tail:
+                console.print(f"--- {r.node}: the end of its output", markup=False)
+                console.print(r.tail, markup=False)
+        names = [r.node for r in report.failed]
+        console.print(f"deploy: {len(names)} failed: {', '.join(names)}; fix them and run deploy again "
+                      "(nodes already done are skipped)", markup=False)
+        return 1
+    done = sum(1 for r in report.rows if r.result.startswith("ok"))
+    skipped = sum(1 for r in report.rows if r.result.startswith("skipped"))
+    console.print(f"deploy: {done} done, {skipped} up to date" + (" (dry run: nothing changed)" if dry_run else ""),
+                  markup=False)
     return 0

@@ -161,6 +161,33 @@ def renew(c, spec=None, out=None, entry=None, node=None, rotate_keys=False):
     return run_renew(load(c, spec, root), root, entry=entry, node=node, rotate_keys=rotate_keys)
 
 
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "only": "deploy only this node (repeatable)",
+            "role": "deploy only the nodes of this role: loadbalancer, controller or worker",
+            "start": "run install.sh --start (the default); --no-start installs only, and skips the wait for /readyz "
+                     "and the manifests",
+            "dry-run": "connect and say per node what would happen; change nothing",
+            "parallel": "how many workers at once (default 10); load balancers and controllers all go at once",
+            "accept-new": "accept (and add to known_hosts) a node's host key never seen before: weaker than pinning "
+                          "it in the spec or checking it into known_hosts; a changed key is always refused",
+            "known-hosts": "the known_hosts file for nodes without pinned keys (default ~/.ssh/known_hosts)",
+            "remote-root": "install under this directory on each node instead of / ({node}: the node's name), for "
+                           "staging and the lab; implies --no-start",
+            "manifests": "wait for /readyz and apply the workstation manifests even with --no-start (the API was "
+                         "started some other way)",
+            "timeout": "seconds to wait for the API's /readyz (default 300)",
+            "kubectl": "the kubectl that applies the manifests (default: kubectl on PATH)"},
+      iterable=["only"])
+def deploy(c, spec=None, out=None, only=None, role=None, start=True, dry_run=False, parallel=10, accept_new=False,
+           known_hosts=None, remote_root=None, manifests=False, timeout=300, kubectl="kubectl"):
+    """Put each node's bundle on it over SSH and run its install.sh, in bring-up order (docs/deploy.md)."""
+    from .commands import run_deploy
+    root = out_dir(c, out)
+    return run_deploy(load(c, spec, root), root, only=list(only or []), role=role, start=start, dry_run=dry_run,
+                      parallel=int(parallel), accept_new=accept_new, known_hosts=known_hosts, remote_root=remote_root,
+                      manifests=manifests, timeout=float(timeout), kubectl=kubectl)
+
+
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
             "yes": "confirm --pki without asking"})
 def clean(c, out=None, pki=False, yes=False):
@@ -204,7 +231,7 @@ def clean(c, out=None, pki=False, yes=False):
         console.print(f"nothing to clean in {root}", markup=False)
 
 
-ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean)
+ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean, deploy)
 ns.add_task(ansible)  # docs/ansible.md
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)

@@ -257,29 +257,40 @@ def is_up(labdir: Path) -> bool:
     return any(procs.alive(p) for p in lab.processes)
 
 
+# What `up` does (`lab.up --network-only`, `--installed`; docs/deploy.md): everything; or only the
+# bundles and the network, with every node's root left empty for something else to install (deploy
+# over SSH, into <labdir>/<node>/root); or, after that, the rest from the roots as installed.
+UP_ALL, UP_NETWORK, UP_INSTALLED = "all", "network", "installed"
+
+
 def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str | None = None,
-       timeout: float = 180.0, say: Say = _quiet, on_pki: Callable = _ignore, on_bundle: Callable = _ignore) -> Lab:
+       timeout: float = 180.0, say: Say = _quiet, on_pki: Callable = _ignore, on_bundle: Callable = _ignore,
+       mode: str = UP_ALL) -> Lab:
     """Bring the lab up; on any failure, take down everything started so far and raise. `on_pki` and
-    `on_bundle` get the pki ReconcileResult and the BundleRun, for the caller to report."""
+    `on_bundle` get the pki ReconcileResult and the BundleRun, for the caller to report. `mode`:
+    UP_ALL, UP_NETWORK (stop once the namespaces exist, nothing installed) or UP_INSTALLED (go on from
+    an UP_NETWORK lab whose roots were installed since)."""
     out = Path(out).absolute()
     labdir = Path(labdir or out / "lab").absolute()
     netns.require_netns_support()
     found = find_lab_binaries(cluster, bin_dir)
     if cluster.loadbalancers:
         find_haproxy()
-    if is_up(labdir):
-        raise LabError(f"a lab is already up in {labdir}; `hardway lab.down --lab-dir {labdir}` first")
-    if (labdir / STATE).exists():
-        down(labdir)  # leftovers of a lab that died: nothing runs, clear the record
-
-    say(f"bundling {cluster.name} into {out}/bundles")
-    from ..pipeline import bundle
-    on_bundle(bundle(cluster, out, on_pki=on_pki))
+    if mode == UP_INSTALLED:
+        lab = _network_only_lab(labdir, cluster)
+    else:
+        if is_up(labdir):
+            raise LabError(f"a lab is already up in {labdir}; `hardway lab.down --lab-dir {labdir}` first")
+        if (labdir / STATE).exists():
+            down(labdir)  # leftovers of a lab that died: nothing runs, clear the record
+        say(f"bundling {cluster.name} into {out}/bundles")
+        from ..pipeline import bundle
+        on_bundle(bundle(cluster, out, on_pki=on_pki))
+        lab = Lab(labdir=labdir, cluster=cluster.name, version=str(cluster.version), api_url=cluster.api_url)
     from ..pki import load_materials
     from ..render import node_plan
     materials = load_materials(cluster, out / "pki")
 
-    lab = Lab(labdir=labdir, cluster=cluster.name, version=str(cluster.version), api_url=cluster.api_url)
     nodes = netns.lab_nodes(cluster)
     lab.save()
     try:
@@ -287,28 +298,61 @@ def up(cluster: Cluster, out: Path, *, labdir: Path | None = None, bin_dir: str 
         plans = {n.name: node_plan(cluster, materials, n.name) for n in nodes}
         ws_plan = node_plan(cluster, materials, WORKSTATION)
         for node in nodes:
-            say(f"installing the {node.name} bundle with its install.sh")
-            _install(lab, out, node.name)
-        _unpack_workstation(lab, out)
-        overlays = _worker_overlays(lab, cluster, say)
-        services = _read_units(lab, plans, overlays, say)
-        lab.network = netns.plan_network(cluster, netns.lab_prefix(labdir))
-        lab.save()
-        say(f"network: {lab.network.subnet} on a bridge in namespace {lab.network.bridge_netns}; "
-            f"workstation at {lab.network.member(WORKSTATION).address}")
-
-        def record(name: str) -> None:
-            lab.namespaces.append(name)
+            if mode == UP_ALL:
+                say(f"installing the {node.name} bundle with its install.sh")
+                _install(lab, out, node.name)
+            elif mode == UP_NETWORK:
+                _clear(lab, node.name)
+            elif not (lab.root(node.name) / UNIT_DIR).is_dir():
+                raise LabError(f"{node.name}: nothing is installed under {lab.root(node.name)} (no /{UNIT_DIR}); install "
+                               f"its bundle there first, e.g. `hardway deploy --remote-root '{labdir}/{{node}}/root'`")
+        if mode != UP_NETWORK:
+            _unpack_workstation(lab, out)
+            overlays = _worker_overlays(lab, cluster, say)
+            services = _read_units(lab, plans, overlays, say)
+        if mode != UP_INSTALLED:
+            lab.network = netns.plan_network(cluster, netns.lab_prefix(labdir))
             lab.save()
-        netns.create(lab.network, record)
-        _write_hosts(lab, cluster, ws_plan, plans)
-        _write_workstation_script(lab)
+            say(f"network: {lab.network.subnet} on a bridge in namespace {lab.network.bridge_netns}; "
+                f"workstation at {lab.network.member(WORKSTATION).address}")
+
+            def record(name: str) -> None:
+                lab.namespaces.append(name)
+                lab.save()
+            netns.create(lab.network, record)
+            _write_hosts(lab, cluster, ws_plan, plans)
+            _write_workstation_script(lab)
+        if mode == UP_NETWORK:
+            return lab
         _prepare_nodes(lab, cluster, say)
         _start(lab, cluster, services, plans, timeout, say)
     except BaseException:
         say("failed: taking the lab down again")
         down(labdir)
         raise
+    return lab
+
+
+def _clear(lab: Lab, node: str) -> None:
+    """A node of a network-only lab: an empty root, for deploy to install into."""
+    base = lab.labdir / node
+    for sub in ("bundle", "root", "logs", "run", ".mnt", "overlay"):
+        shutil.rmtree(base / sub, ignore_errors=True)
+    (base / "install.log").unlink(missing_ok=True)
+    lab.root(node).mkdir(parents=True)
+
+
+def _network_only_lab(labdir: Path, cluster: Cluster) -> Lab:
+    """The lab `lab.up --network-only` left: its namespaces there, nothing started yet."""
+    lab = Lab.load(labdir)
+    present = set(netns.existing_namespaces())
+    if lab.network is None or not lab.namespaces or any(n not in present for n in lab.namespaces):
+        raise LabError(f"no network-only lab in {labdir}: `hardway lab.up --network-only` makes one (or run "
+                       "lab.up without --installed)")
+    if lab.processes:
+        raise LabError(f"the lab in {labdir} was started already; `hardway lab.down --lab-dir {labdir}` first")
+    if lab.cluster != cluster.name:
+        raise LabError(f"the lab in {labdir} is of cluster {lab.cluster}, not {cluster.name}")
     return lab
 
 

@@ -20,18 +20,35 @@ def _labdir(c, out: str | None, lab_dir: str | None) -> Path:
 
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "lab-dir": LABDIR_HELP,
             "bin-dir": "a directory of official release binaries to use first (also: HARDWAY_BIN_DIR)",
-            "timeout": "seconds each component may take to become ready (default 180)"})
-def up(c, spec=None, out=None, lab_dir=None, bin_dir=None, timeout=180):
+            "timeout": "seconds each component may take to become ready (default 180)",
+            "network-only": "bundle and build the network, install nothing and start nothing: each node's root "
+                            "<labdir>/<node>/root is left empty for `hardway deploy --remote-root` (docs/deploy.md)",
+            "installed": "go on from a --network-only lab whose roots were installed since: start every node "
+                         "from what is installed there"})
+def up(c, spec=None, out=None, lab_dir=None, bin_dir=None, timeout=180, network_only=False, installed=False):
     """Boot the spec's control plane from its bundles in network namespaces (needs root)."""
     from ..commands import print_bundle_run, print_pki_step
+    from ..errors import HardwayError
     from ..output import console, err_console
     from ..plan import WORKSTATION
-    from .lab import WS_SCRIPT, up as lab_up
+    from .lab import UP_ALL, UP_INSTALLED, UP_NETWORK, WS_SCRIPT, up as lab_up
 
+    if network_only and installed:
+        raise HardwayError("--network-only and --installed are the two halves of one bring-up: give one of them")
+    mode = UP_NETWORK if network_only else UP_INSTALLED if installed else UP_ALL
     cluster = load(c, spec, out_dir(c, out))
     lab = lab_up(cluster, out_dir(c, out), labdir=_labdir(c, out, lab_dir), bin_dir=bin_dir, timeout=float(timeout),
                  say=lambda line: err_console.print(line, markup=False),
-                 on_pki=lambda r: print_pki_step(r, out_dir(c, out)), on_bundle=print_bundle_run)
+                 on_pki=lambda r: print_pki_step(r, out_dir(c, out)), on_bundle=print_bundle_run, mode=mode)
+    if mode == UP_NETWORK:
+        ws = lab.network.member(WORKSTATION)
+        console.print(f"lab {lab.cluster}: network up in {lab.labdir}, nothing installed or started", markup=False)
+        for m in lab.network.members:
+            console.print(f"  {m.node}: namespace {m.netns}, {m.address}", markup=False)
+        console.print(f"install each node under {lab.labdir}/<node>/root (from namespace {ws.netns}: "
+                      f"`hardway deploy --remote-root '{lab.labdir}/{{node}}/root'`), then `hardway lab.up --installed "
+                      f"--lab-dir {lab.labdir}`", markup=False)
+        return
     console.print(f"lab {lab.cluster} is up in {lab.labdir}: {len(lab.processes)} processes, all ready")
     for note in lab.notes:
         console.print(f"  note: {note}", markup=False)

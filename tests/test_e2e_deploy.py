@@ -1,0 +1,191 @@
+"""End to end over real SSH: the ha example's nodes, each with Debian's sshd in its own lab network
+namespace (host keys made for the test and pinned in the spec, a client key made for the test),
+brought from empty to installed by `hardway deploy` run from the lab's workstation namespace; then
+the lab starts every node from what deploy installed (`lab.up --network-only`, deploy, `lab.up
+--installed`: docs/deploy.md), and the end-to-end checks of tests/test_e2e_lab.py run on that
+cluster. Then: a re-run skips every node, `--manifests` waits for /readyz through the load balancer
+and applies the workstation manifests once, and after a new SAN deploy touches exactly the nodes
+`plan` named. One lab boot for the module. (Failures — wrong host key, refused login, a node down
+mid-run — are proved without a cluster, against the same sshd, in tests/test_deploy.py.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from hardway import resources, spec
+from hardway.fsutil import extract_bundle
+from hardway.lab import down, netns, sshd, up
+from hardway.lab.lab import UP_INSTALLED, UP_NETWORK, find_lab_binaries
+from hardway.lab.netns import LabError
+from hardway.plan import WORKSTATION
+from helpers import BUILD_COMMAND, REPO, missing, need_binaries, need_fabric, need_haproxy, need_namespaces, need_sshd
+from test_e2e_lab import (NS, Env, Web, _web_manifest, _workers, eventually, host_state, ok,
+                          test_a_deployment_runs_one_pod_per_worker_in_each_workers_pod_range as one_pod_per_worker,
+                          test_every_worker_is_ready_and_cluster_dns_is_where_the_spec_says as workers_ready_and_dns,
+                          test_readyz_through_the_endpoint_and_on_each_controller as readyz_everywhere)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class Deployed(Env):
+    """The lab's Env, plus the spec file deploy reads and a way to run hardway in the workstation."""
+
+    spec_file = None
+
+    def hardway(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        ws = self.lab.network.member(WORKSTATION).netns
+        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200",
+               "NO_COLOR": "1", "PATH": f"{self.lab.bin_dir}:{os.environ.get('PATH', '')}"}
+        return subprocess.run(["ip", "netns", "exec", ws, sys.executable, "-m", "hardway", *args],
+                              cwd=self.out, capture_output=True, text=True, timeout=timeout, env=env)
+
+    def deploy(self, *args: str) -> subprocess.CompletedProcess:
+        return self.hardway("deploy", "--spec", str(self.spec_file), "--out", str(self.out),
+                            "--remote-root", f"{self.lab.labdir}/{{node}}/root", *args)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    path = resources.example_path("ha")
+    need_namespaces()
+    need_sshd()
+    need_fabric()
+    raw = yaml.safe_load(path.read_text())
+    cluster = spec.loads(path.read_text(), source=str(path))
+    need_binaries(str(cluster.version))
+    try:
+        find_lab_binaries(cluster, None)
+    except LabError as e:
+        missing(str(e), BUILD_COMMAND)
+    need_haproxy()
+    out = tmp_path_factory.mktemp("deploy-ha")
+    labdir = out / "lab"
+    key = sshd.client_key(out / "client" / "id_ed25519")
+    raw["ssh"] = {"identity": str(key.private)}
+    for n in raw["nodes"]:
+        n["ssh"] = {"hostKeys": sshd.host_keys(out / "sshd" / n["name"])}
+    spec_file = out / "cluster.yaml"
+    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cluster = spec.load(spec_file)
+    before = host_state(netns.lab_prefix(labdir), labdir)
+    servers: list[sshd.Sshd] = []
+    started = time.monotonic()
+    try:
+        lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_NETWORK)
+        namespaces = sshd.lab_namespaces(labdir)
+        for n in cluster.nodes:
+            servers.append(sshd.start(out / "sshd" / n.name, enter=sshd.netns_command(namespaces[n.name]),
+                                      address=str(n.address), authorized=[key.public]))
+        env = Deployed("ha", raw, cluster, lab, out, out / "workers")
+        env.spec_file = spec_file
+        assert all(not any(lab.root(n.name).iterdir()) for n in cluster.nodes)  # empty roots
+        first = env.deploy()
+        print(first.stdout, first.stderr)
+        env.first = first
+        assert first.returncode == 0, first.stdout + first.stderr
+        lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_INSTALLED)
+        env.lab = lab
+        print(f"deployed over SSH and started in {time.monotonic() - started:.1f}s")
+        for node in [n["name"] for n in raw["nodes"] if "worker" in n["roles"]]:
+            extract_bundle(out / "bundles" / f"{node}.tar.gz", env.workers)
+        yield env
+    finally:
+        for s in servers:
+            s.stop()
+        down(labdir)
+        assert netns.existing_namespaces(netns.lab_prefix(labdir)) == []
+
+        def clean():
+            after = host_state(netns.lab_prefix(labdir), labdir)
+            for what in before:
+                new = sorted(set(after[what]) - set(before[what]))
+                assert not new, f"left {what} behind on the host: {new[:10]}"
+        eventually(clean, timeout=20, interval=0.5)
+
+
+def test_deploy_brought_every_node_from_empty_to_installed(env: Deployed):
+    got = rows_of(env.first.stdout)
+    assert set(got) == {n["name"] for n in env.raw["nodes"]}
+    assert all(action == "upload+install" and result.startswith("ok: ") for action, result in got.values()), got
+    # the order of the README: the load balancer, then the controllers, then the workers
+    order = [line.split(":")[0] for line in env.first.stderr.splitlines() if ": upload+install: " in line]
+    phases = ["loadbalancer" if n == "lb" else "controller" if n.startswith("controller") else "worker" for n in order]
+    assert phases == sorted(phases, key=["loadbalancer", "controller", "worker"].index), order
+    for n in env.raw["nodes"]:
+        digest = hashlib.sha256((env.out / "bundles" / f"{n['name']}.tar.gz").read_bytes()).hexdigest()
+        installed = env.lab.root(n["name"]) / "var/lib/hardway/deploy/installed"
+        assert installed.read_text() == f"{digest} {n['name']} installed\n"
+    # the logins were key logins over each node's own sshd
+    for n in env.raw["nodes"]:
+        log = (env.out / "sshd" / n["name"] / "sshd.log").read_text()
+        assert "Accepted publickey for root" in log
+
+
+def rows_of(stdout: str) -> dict[str, tuple[str, str]]:
+    names = {"lb", "controller-0", "controller-1", "controller-2", "node-0", "node-1", "node-2", "manifests"}
+    found = {}
+    for line in stdout.splitlines():
+        words = line.split()
+        if words and words[0] in names:
+            rest = line.split(None, 1)[1].rsplit(None, 1)[0]
+            for action in ("upload+install", "install", "start", "up to date", "connect", "not attempted",
+                           "wait for /readyz", "apply (super-admin)"):
+                if rest.startswith(action + " "):
+                    found[words[0]] = (action, rest[len(action):].strip())
+                    break
+    return found
+
+
+def test_the_cluster_started_from_what_deploy_installed_passes_the_lab_checks(env: Deployed):
+    workers_ready_and_dns(env)
+    readyz_everywhere(env)
+    workers = _workers(env)
+    ok(env.kubectl("apply", "-f", "-", input=_web_manifest(len(workers))))
+
+    def ready() -> Web:
+        items = json.loads(ok(env.kubectl("get", "pods", "-n", NS, "-l", "app=web", "-o", "json")))["items"]
+        running = {p["metadata"]["name"]: {"node": p["spec"].get("nodeName"), "ip": p["status"].get("podIP")}
+                   for p in items if any(c["type"] == "Ready" and c["status"] == "True"
+                                         for c in p["status"].get("conditions", []))}
+        assert len(running) == len(workers), f"{len(running)} of {len(workers)} web pods ready"
+        return Web(running)
+    one_pod_per_worker(env, eventually(ready, timeout=180, interval=2))
+
+
+def test_a_rerun_skips_every_node_and_the_manifests_go_once(env: Deployed):
+    again = env.deploy()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert rows_of(again.stdout) == {n["name"]: ("up to date", "skipped") for n in env.raw["nodes"]}
+    # the manifests step: /readyz through the load balancer, then kubectl apply with super-admin, once
+    applied = env.deploy("--manifests")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert rows_of(applied.stdout)["manifests"][1].startswith("ok: ")
+    assert f"waiting for {env.cluster.api_url}/readyz" in applied.stderr
+    once = env.deploy("--manifests")
+    assert once.returncode == 0 and rows_of(once.stdout)["manifests"] == ("apply (super-admin)", "skipped: up to date")
+
+
+def test_after_a_new_san_deploy_touches_exactly_the_nodes_plan_named(env: Deployed):
+    raw = yaml.safe_load(env.spec_file.read_text())
+    raw["apiServer"]["extraSANs"] = raw["apiServer"].get("extraSANs", []) + ["api.deploy.example.com"]
+    env.spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    plan = env.hardway("plan", "--json", "--spec", str(env.spec_file), "--out", str(env.out))
+    named = json.loads(plan.stdout)["deploy"]["nodes"]
+    assert sorted(named) == ["controller-0", "controller-1", "controller-2"]
+    assert env.hardway("bundle", "--spec", str(env.spec_file), "--out", str(env.out)).returncode == 0
+    run = env.deploy()
+    assert run.returncode == 0, run.stdout + run.stderr
+    touched = sorted(n for n, (action, _) in rows_of(run.stdout).items() if action != "up to date")
+    assert touched == sorted(named)
+    cert = env.lab.root("controller-0") / "etc/kubernetes/pki/kube-apiserver.crt"
+    assert "DNS:api.deploy.example.com" in subprocess.run(
+        ["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)], capture_output=True, text=True).stdout
