@@ -191,7 +191,7 @@ def deploy(c, spec=None, out=None, only=None, role=None, start=True, dry_run=Fal
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
             "yes": "confirm --pki without asking"})
 def clean(c, out=None, pki=False, yes=False):
-    """Remove generated output (<out>/bundles, kubeconfigs, nodes). The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
+    """Remove generated output (<out>/bundles, kubeconfigs, nodes, ansible). The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
     root = out_dir(c, out)
     if pki and not yes:
         raise Exit(f"error: --pki deletes {root / PKI_STORE} (the CAs and the encryption key of any cluster built "

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import REPO, missing, need_tool
+from helpers import REPO, need_tool
 
 ANSIBLE_HOW = "pip install -e '.[test]'  (or: pip install 'ansible-core==2.19.*')"
 JUMP = "10.240.9.9"  # the bastion, an sshd of its own
@@ -142,11 +142,10 @@ def test_playbook_syntax_and_order(tmp_path, pinned):
     plays = re.findall(r"play #\d+ \(([^)]*)\): ([^\t\n]*)\s*TAGS: \[[^\]]*\]\s*pattern: \[[^\]]*\]\s*hosts \(\d+\):\n((?:\s{6}\S+\n?)*)",
                        listed.stdout)
     hosts = [(title, sorted(h.split())) for _, title, h in plays]
+    assert [pattern for pattern, _, _ in plays] == ["loadbalancer", "controller", "controller", "worker:!controller"]
     both = data["nodes"][1]["name"]  # controller+worker: installed with the controllers, not again
     roles = {n["name"]: n["roles"] for n in data["nodes"]}
-    assert [t for t, _ in hosts] == ["Load balancers", "Controllers",
-                                     "The API answers /readyz through its endpoint; bootstrap manifests with super-admin",
-                                     "Workers"]
+    assert [t.split()[0] for t, _ in hosts] == ["Load", "Controllers", "The", "Workers"] and "/readyz" in hosts[2][0]
     assert hosts[0][1] == sorted(n for n, r in roles.items() if "loadbalancer" in r)
     assert hosts[1][1] == sorted(n for n, r in roles.items() if "controller" in r) and both in hosts[1][1]
     assert hosts[3][1] == sorted(n for n, r in roles.items() if r == ["worker"]) and both not in hosts[3][1]
@@ -188,10 +187,6 @@ def test_bad_input_writes_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- a real run over SSH ------------
-
-def lab_manifests(ws: Path) -> list[str]:
-    return sorted(f"manifests/{p.name}" for p in (ws / "manifests").glob("*.yaml"))
-
 
 def _installed(bundle: Path, root: Path) -> list[str]:
     """What differs between the bundle's rootfs and the installed root (content and mode)."""
@@ -291,68 +286,6 @@ def test_ansible_playbook_installs_a_node_through_a_jump_host(tmp_path):
         assert _recap(refused.stdout, lb["name"])["unreachable"] == 1, refused.stdout[-3000:]
         assert "Host key verification failed" in refused.stdout + refused.stderr, refused.stdout[-3000:]
         assert not (state / "installed").exists()
-
-
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_api_play_waits_for_readyz_and_applies_the_manifests_on_a_running_cluster(tmp_path):
-    """The playbook's `api` play against the real kthw cluster of a lab (booted from the same
-    bundles), run in the lab's workstation namespace: /readyz through the endpoint, verified with
-    the cluster's CA; a bootstrap binding deleted beforehand is applied again with super-admin, so
-    admin works again; a second run changes nothing."""
-    from hardway import spec as spec_mod
-    from hardway.lab import netns
-    from hardway.lab.lab import down, find_lab_binaries, up
-    from hardway.lab.netns import LabError
-    from hardway.plan import WORKSTATION
-    from helpers import BUILD_COMMAND, need_binaries, need_namespaces
-    tools = need_ansible()
-    path = REPO / "examples" / "kthw.yaml"
-    cluster = spec_mod.load(path)
-    need_namespaces()
-    need_binaries(str(cluster.version))
-    try:
-        find_lab_binaries(cluster, None)
-    except LabError as e:
-        missing(str(e), BUILD_COMMAND)
-    out = tmp_path / "out"
-    hardway("ansible", "--spec", str(path), "--out", str(out), cwd=tmp_path)
-    labdir = out / "lab"
-    try:
-        lab = up(cluster, out, labdir=labdir, timeout=300, say=print)
-        ws = lab.workstation
-
-        def kubectl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess:
-            return lab.run(WORKSTATION, ["kubectl", f"--kubeconfig={ws / kubeconfig}", "--request-timeout=20s", *args])
-
-        binding = yaml.safe_load_all((ws / "manifests/01-rbac-cluster-admins.yaml").read_text())
-        name = next(d["metadata"]["name"] for d in binding if d and d["kind"] == "ClusterRoleBinding")
-        gone = kubectl("super-admin.kubeconfig", "delete", "clusterrolebinding", name)
-        assert gone.returncode == 0, gone.stderr
-        denied = kubectl("admin.kubeconfig", "get", "namespaces")
-        assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stdout + denied.stderr
-
-        d = out / "ansible"
-        scratch = tmp_path / "tmpdir"  # where the tempfile module unpacks the workstation bundle
-        scratch.mkdir()
-        env = {k: v for k, v in ansible_env(tmp_path).items() if k.startswith("ANSIBLE_")} | {"TMPDIR": str(scratch)}
-        argv = [tools["ansible-playbook"], "-i", str(d / "inventory.yml"), str(d / "playbook.yml"), "--tags", "api"]
-        first = lab.run(WORKSTATION, argv, env=env, timeout=600)
-        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
-        assert "ok: [server -> localhost]" in re.search(r"TASK \[Wait until the API answers /readyz[^\n]*\n([^\n]*)",
-                                                         first.stdout).group(1), first.stdout[-3000:]
-        assert _recap(first.stdout, "server")["changed"] == 1, first.stdout[-3000:]
-        applied = re.findall(r"^(ok|changed): \[server -> localhost\] => \(item=([^)]*)\)", first.stdout, re.M)
-        assert applied == [("ok" if "01-" not in m else "changed", m) for m in lab_manifests(ws)], first.stdout[-3000:]
-        allowed = kubectl("admin.kubeconfig", "get", "namespaces")
-        assert allowed.returncode == 0 and "kube-system" in allowed.stdout, allowed.stderr
-        second = lab.run(WORKSTATION, argv, env=env, timeout=600)
-        assert second.returncode == 0 and _recap(second.stdout, "server")["changed"] == 0, second.stdout[-3000:]
-        # the unpacked workstation bundle (super-admin) did not outlive either run
-        assert scratch.is_dir() and list(scratch.iterdir()) == []
-    finally:
-        down(labdir)
-        assert netns.existing_namespaces(netns.lab_prefix(labdir)) == []
 
 
 @pytest.mark.slow

@@ -10,8 +10,9 @@ already managed by Ansible (docs/ansible.md). hardway never imports Ansible; it 
   strictly (StrictHostKeyChecking=yes; Ansible's host_key_checking=False cannot loosen it).
 - The playbook and its node steps are static files (units/ansible/): every per-cluster value is in
   the inventory.
-- `write` (the edge): the bundles first (the same stage as `hardway bundle`), then the files above,
-  written atomically with a record beside the directory, like every output directory.
+- `write` (the edge): the bundles first (the same stage as `hardway bundle`), deploy's checks of
+  them (`hardway check`), then the files above, written atomically with a record beside the
+  directory, like every output directory.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import yaml
 
 from ..spec import Cluster
+from .plan import manifests_digest
 from .targets import Target, targets
 
 INVENTORY, PLAYBOOK, NODE_TASKS, KNOWN_HOSTS = "inventory.yml", "playbook.yml", "hardway-node.yml", "known_hosts"
@@ -59,10 +61,10 @@ def host_vars(t: Target, digest: str) -> dict:
     return out
 
 
-def inventory(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manifests: list[str]) -> dict:
+def inventory(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manifests: list[tuple[str, bytes]]) -> dict:
     """The inventory as data. `digests`: node (and "workstation") -> sha256 of its archive;
     `bundles_dir`: the bundles directory relative to the inventory's; `manifests`: the workstation
-    bundle's manifests, in the order its README applies them."""
+    bundle's manifests (path, bytes), in the order its README applies them."""
     ts = targets(cluster)
     groups = {g: {"hosts": {t.node: None for t in ts if g in t.roles}} for g in GROUPS}
     return {"all": {
@@ -73,7 +75,8 @@ def inventory(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manif
                 "hardway_api_url": cluster.api_url,
                 "hardway_bundles_dir": "{{ inventory_dir }}/" + bundles_dir,
                 "hardway_workstation_sha256": digests["workstation"],
-                "hardway_manifests": manifests,
+                "hardway_manifests": [path for path, _ in manifests],
+                "hardway_manifests_sha256": manifests_digest(manifests),  # deploy's record of them
             },
             "children": groups,  # every role, even an empty one: the playbook names each
         }},
@@ -92,7 +95,7 @@ def _yaml(data: dict, title: str) -> bytes:
     return (f"# {title}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120)).encode()
 
 
-def files(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manifests: list[str],
+def files(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manifests: list[tuple[str, bytes]],
           units: Path) -> list[tuple[str, bytes]]:
     """Every file `hardway ansible` writes, name and bytes, in a fixed order (pure but for reading
     the two static files of units/ansible/)."""
@@ -115,12 +118,16 @@ def archive_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def workstation_manifests(archive: Path) -> list[str]:
-    """The manifests of the workstation bundle, relative to its folder, in name order (their README's)."""
+def workstation_manifests(archive: Path) -> list[tuple[str, bytes]]:
+    """The manifests of the workstation bundle: (path relative to its folder, bytes), in path order,
+    the order its README (and `kubectl apply -f manifests/`) applies them."""
+    found = []
     with tarfile.open(archive) as tar:
-        names = [PurePosixPath(m.name) for m in tar.getmembers() if m.isfile()]
-    return sorted(str(PurePosixPath(*p.parts[1:])) for p in names
-                  if len(p.parts) == 3 and p.parts[1] == MANIFESTS.rstrip("/") and p.suffix == ".yaml")
+        for m in tar.getmembers():
+            parts = PurePosixPath(m.name).parts
+            if m.isfile() and len(parts) > 2 and parts[1] == MANIFESTS.rstrip("/"):
+                found.append((str(PurePosixPath(*parts[1:])), tar.extractfile(m).read()))
+    return sorted(found)
 
 
 def relative_dir(target: Path, start: Path) -> str:
@@ -142,6 +149,12 @@ def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progres
     check_directory_path(directory, "the Ansible directory", "choose another --dir")
     kwargs = {k: v for k, v in (("progress", progress), ("on_pki", on_pki)) if v is not None}
     run = pipeline.bundle(cluster, out, **kwargs)
+    from ..errors import HardwayError
+    from .run import check_local
+    try:
+        check_local(cluster, out)  # what the playbook copies is what `hardway check` passes, as with deploy
+    except HardwayError as e:
+        raise HardwayError(str(e).replace("nothing deployed", "no inventory written")) from None
     suffix = ".tar.gz"
     digests = {n: archive_digest(run.bundles / f"{n}{suffix}") for n in [x.name for x in cluster.nodes] + [WORKSTATION]}
     manifests = workstation_manifests(run.bundles / f"{WORKSTATION}{suffix}")
