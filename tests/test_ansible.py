@@ -184,6 +184,14 @@ def test_bad_input_writes_nothing(tmp_path):
     bad = hardway("ansible", "--spec", str(good), "--out", "out", "--dir", "afile", cwd=tmp_path, check=False)
     assert bad.returncode == 1 and "afile" in bad.stderr and "--dir" in bad.stderr and "Traceback" not in bad.stderr
     assert (tmp_path / "afile").read_text() == "mine\n" and not (tmp_path / "out").exists()
+    # another stage's directory: its record (what `bundle` may delete) must stay its own
+    hardway("bundle", "--spec", str(good), "--out", "out", cwd=tmp_path)
+    record = (tmp_path / "out" / ".bundles.written").read_bytes()
+    for inside in ("out/bundles", "out/pki/x", "out"):
+        bad = hardway("ansible", "--spec", str(good), "--out", "out", "--dir", inside, cwd=tmp_path, check=False)
+        assert bad.returncode == 1 and f"--dir {inside}" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert (tmp_path / "out" / ".bundles.written").read_bytes() == record
+    assert not (tmp_path / "out" / "bundles" / "inventory.yml").exists() and not (tmp_path / "out" / "ansible").exists()
 
 
 # ---------------------------------------------------------------- a real run over SSH ------------

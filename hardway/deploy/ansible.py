@@ -136,6 +136,22 @@ def relative_dir(target: Path, start: Path) -> str:
     return Path(os.path.relpath(target.absolute(), start.absolute())).as_posix()
 
 
+def _not_hardways_own(directory: Path, out: Path) -> None:
+    """--dir may not be the output directory itself, nor one of the other stages' directories (or
+    inside one): their records and clean-ups would mix with this one's."""
+    from .. import pipeline
+    from ..errors import HardwayError
+    where = directory.resolve()
+    if where == out.resolve():
+        raise HardwayError(f"--dir {directory} is the output directory itself; give the Ansible files a directory "
+                           f"of their own (the default is {out / 'ansible'})")
+    for stage in (pipeline.PKI, pipeline.BUNDLES, pipeline.KUBECONFIGS, pipeline.NODES):
+        own = (out / stage).resolve()
+        if where == own or where.is_relative_to(own):
+            raise HardwayError(f"--dir {directory} is inside {out / stage}, which hardway"
+                               f" writes; give the Ansible files a directory of their own (the default is {out / 'ansible'})")
+
+
 def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progress=None, on_pki=None):
     """The bundles (`hardway bundle`'s stage: a no-op when they are current), then the inventory,
     playbook and known_hosts in `directory` (default <out>/ansible). Returns (directory, the bundle
@@ -147,6 +163,7 @@ def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progres
     from ..resources import data_dir
     directory = Path(directory) if directory is not None else out / "ansible"
     check_directory_path(directory, "the Ansible directory", "choose another --dir")
+    _not_hardways_own(directory, out)
     kwargs = {k: v for k, v in (("progress", progress), ("on_pki", on_pki)) if v is not None}
     run = pipeline.bundle(cluster, out, **kwargs)
     from ..errors import HardwayError
