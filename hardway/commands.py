@@ -283,8 +283,12 @@ def run_deploy(cluster: Cluster, out: Path, *, only: list[str], role: str | None
         console.print(f"deploy: {len(names)} failed: {', '.join(names)}; fix them and run deploy again "
                       "(nodes already done are skipped)", markup=False)
         return 1
+    if dry_run:
+        current = sum(1 for r in report.rows if r.action == "up to date")
+        console.print(f"deploy (dry run): {len(report.rows) - current} to do, {current} up to date; nothing changed",
+                      markup=False)
+        return 0
     done = sum(1 for r in report.rows if r.result.startswith("ok"))
     skipped = sum(1 for r in report.rows if r.result.startswith("skipped"))
-    console.print(f"deploy: {done} done, {skipped} up to date" + (" (dry run: nothing changed)" if dry_run else ""),
-                  markup=False)
+    console.print(f"deploy: {done} done, {skipped} up to date", markup=False)
     return 0

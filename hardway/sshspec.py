@@ -29,7 +29,7 @@ JUMP_RULE = "[user@]host[:port], e.g. admin@bastion.example.com:2222 (an IPv6 ho
 
 @dataclass(frozen=True)
 class Jump:
-    """A ProxyJump hop: user None means the one your ssh configuration (or local login) gives."""
+    """A ProxyJump hop: user None means your local login name (deploy reads no ~/.ssh/config)."""
     host: str
     port: int = DEFAULT_PORT
     user: str | None = None

@@ -222,6 +222,7 @@ def test_deploy_installs_every_node_then_skips_them(nodes, cluster_dir, tmp_path
     dry = deploy(nodes, cluster_dir, roots, "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert rows(dry.stdout) == {n: ("upload+install", "dry run: nothing changed") for n in ADDRESSES}
+    assert "deploy (dry run): 3 to do, 0 up to date; nothing changed" in dry.stdout
     assert not roots.exists()  # a dry run changes nothing
 
     first = deploy(nodes, cluster_dir, roots)
@@ -248,6 +249,9 @@ def test_deploy_installs_every_node_then_skips_them(nodes, cluster_dir, tmp_path
     # one login per node, and no upload: the archive on each node is the one of the first run
     assert {n: nodes.servers[n].log.read_text().count("Accepted publickey") for n in ADDRESSES} == {
         n: c + 1 for n, c in logins.items()}
+    dry = deploy(nodes, cluster_dir, roots, "--dry-run")
+    assert rows(dry.stdout) == {n: ("up to date", "dry run: nothing changed") for n in ADDRESSES}
+    assert "deploy (dry run): 0 to do, 3 up to date; nothing changed" in dry.stdout
 
 
 @pytest.mark.slow
@@ -480,3 +484,24 @@ def test_bad_deploy_arguments_are_explained(tmp_path, run_cli, example_path, arg
     run = run_cli(args, cwd=tmp_path)
     assert run.returncode != 0 and message in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.slow
+def test_an_install_sh_failure_shows_its_output_and_records_nothing(nodes, cluster_dir, tmp_path):
+    roots = tmp_path / "nodes"
+    blocker = roots / "node-1" / "root" / "etc/kubernetes/kubelet-config.yaml"
+    blocker.mkdir(parents=True)  # a directory where the bundle installs a file
+    run = deploy(nodes, cluster_dir, roots)
+    assert run.returncode == 1
+    got = rows(run.stdout)
+    assert got["node-1"] == ("upload+install", "failed: install.sh exit 1")
+    assert got["server"][1].startswith("ok") and got["node-0"][1].startswith("ok")
+    tail = run.stdout.split("--- node-1: the end of its output", 1)[1]
+    assert f"{blocker} is a directory; expected a file" in tail
+    assert "deploy: 1 failed: node-1" in run.stdout
+    assert not (roots / "node-1/root/var/lib/hardway/deploy/installed").exists()
+    blocker.rmdir()
+    again = deploy(nodes, cluster_dir, roots)
+    assert again.returncode == 0
+    assert rows(again.stdout)["node-1"][0] == "install"  # the archive is there already
+    assert (blocker).is_file()

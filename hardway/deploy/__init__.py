@@ -5,4 +5,5 @@ workstation README's bring-up order (docs/deploy.md).
   inventory reads the same).
 - plan.py: what to do on each node, in which order, from what the nodes report (pure).
 - remote.py: the SSH edge (Fabric), imported only when a deploy runs.
+- run.py: a run: the local checks, the phases in order, the API wait and the manifests.
 """
