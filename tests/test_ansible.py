@@ -336,3 +336,24 @@ def test_a_worker_down_stops_only_itself(tmp_path):
         assert second.returncode == 0, second.stdout[-3000:]
         assert _recap(second.stdout, "node-0")["changed"] == 0 and _recap(second.stdout, "node-1")["changed"] > 0
         assert _installed(tmp_path / "out" / "bundles" / "node-1.tar.gz", tmp_path / "roots" / "node-1") == []
+
+
+def test_a_spec_value_is_never_a_template_to_ansible(tmp_path):
+    """The spec's identity path may hold any printable text: Ansible takes it as text (`!unsafe`),
+    so a `{{ lookup('pipe', ...) }}` in it runs nothing on this machine."""
+    tools = need_ansible()
+    marker = tmp_path / "ran"
+    identity = "/keys/{{ lookup('pipe', 'touch " + str(marker) + "') }}"
+    data = yaml.safe_load((REPO / "examples" / "kthw.yaml").read_text())
+    data["ssh"] = {"identity": identity}
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
+    show = tmp_path / "show.yml"
+    show.write_text("- hosts: server\n  gather_facts: false\n  tasks:\n"
+                    "    - ansible.builtin.debug: {msg: \"key={{ ansible_ssh_private_key_file }}\"}\n")
+    run = subprocess.run([tools["ansible-playbook"], "-i", str(tmp_path / "out/ansible/inventory.yml"), str(show)],
+                         capture_output=True, text=True, env=ansible_env(tmp_path), timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f'"msg": "key={identity}"' in run.stdout, run.stdout
+    assert not marker.exists()

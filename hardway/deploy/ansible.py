@@ -39,6 +39,24 @@ MANIFESTS = "manifests/"  # in the workstation bundle: applied with super-admin 
 _KNOWN_HOSTS_REF = '"{{ inventory_dir | replace(\'%\', \'%%\') }}/' + KNOWN_HOSTS + '"'
 
 
+class Unsafe(str):
+    """A spec value Ansible must take as text, never as a template (YAML tag `!unsafe`): a spec value
+    holding `{{ lookup('pipe', ...) }}` would otherwise run a command on this machine. Only values
+    with a `{` get the tag, so the usual inventory stays plain."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v), style="'" if "{" in v else None))
+
+
+def text(value: str) -> str:
+    """A value from the spec, as the inventory holds it."""
+    return Unsafe(value) if "{" in value else value
+
+
 def ssh_args(t: Target) -> str:
     """ansible_ssh_common_args: strict host keys, pinned ones only when the spec pins some, the jump."""
     args = ["-o", "StrictHostKeyChecking=yes"]
@@ -50,9 +68,9 @@ def ssh_args(t: Target) -> str:
 
 
 def host_vars(t: Target, digest: str) -> dict:
-    out: dict = {"ansible_host": t.host, "ansible_port": t.port, "ansible_user": t.user}
+    out: dict = {"ansible_host": text(t.host), "ansible_port": t.port, "ansible_user": text(t.user)}
     if t.identity:
-        out["ansible_ssh_private_key_file"] = t.identity
+        out["ansible_ssh_private_key_file"] = text(t.identity)
     out["ansible_ssh_common_args"] = ssh_args(t)
     out["ansible_host_key_checking"] = True
     if t.user != "root":
@@ -71,8 +89,8 @@ def inventory(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manif
         "hosts": {t.node: host_vars(t, digests[t.node]) for t in ts},
         "children": {PARENT: {
             "vars": {
-                "hardway_cluster": cluster.name,
-                "hardway_api_url": cluster.api_url,
+                "hardway_cluster": text(cluster.name),
+                "hardway_api_url": text(cluster.api_url),
                 "hardway_bundles_dir": "{{ inventory_dir }}/" + bundles_dir,
                 "hardway_workstation_sha256": digests["workstation"],
                 "hardway_manifests": [path for path, _ in manifests],
@@ -92,7 +110,8 @@ def known_hosts(cluster: Cluster) -> str:
 
 
 def _yaml(data: dict, title: str) -> bytes:
-    return (f"# {title}\n" + yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=120)).encode()
+    return (f"# {title}\n" + yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                                       width=120)).encode()
 
 
 def files(cluster: Cluster, digests: dict[str, str], bundles_dir: str, manifests: list[tuple[str, bytes]],
