@@ -194,7 +194,11 @@ def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progres
     suffix = ".tar.gz"
     digests = {n: archive_digest(run.bundles / f"{n}{suffix}") for n in [x.name for x in cluster.nodes] + [WORKSTATION]}
     manifests = workstation_manifests(run.bundles / f"{WORKSTATION}{suffix}")
-    wanted = files(cluster, digests, relative_dir(run.bundles, directory), manifests, data_dir("units") / "ansible")
+    bundles_dir = relative_dir(run.bundles, directory)
+    if "{" in bundles_dir:  # the inventory's path to the bundles is a template (inventory_dir): no braces in it
+        raise HardwayError(f"the path from {directory} to {run.bundles} ({bundles_dir}) holds a '{{', which Ansible "
+                           "would read as a template; choose --dir and --out without braces")
+    wanted = files(cluster, digests, bundles_dir, manifests, data_dir("units") / "ansible")
     directory.mkdir(parents=True, exist_ok=True)
     changed, unchanged = [], []
     for name, data in wanted:
