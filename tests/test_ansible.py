@@ -357,3 +357,32 @@ def test_a_spec_value_is_never_a_template_to_ansible(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert f'"msg": "key={identity}"' in run.stdout, run.stdout
     assert not marker.exists()
+
+
+@pytest.mark.slow
+def test_a_load_balancer_down_stops_the_run_before_the_workers(tmp_path):
+    """As deploy: the workers need the API, which goes through the load balancer; with its sshd
+    down the run ends unreachable there, and the worker is not attempted."""
+    from sshd_helpers import ssh_nodes
+    tools = need_ansible()
+    data = ha_spec()
+    mgmt = {"lb": "10.240.102.10", "node-0": "10.240.102.20"}
+    with ssh_nodes(tmp_path / "ssh", mgmt) as nodes:
+        data["ssh"] = {"identity": str(nodes.key.private)}
+        for n in data["nodes"]:
+            if n["name"] in mgmt:
+                n["ssh"] = {"host": mgmt[n["name"]], "hostKeys": nodes.servers[n["name"]].host_keys}
+        spec = tmp_path / "cluster.yaml"
+        spec.write_text(yaml.safe_dump(data, sort_keys=False))
+        hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
+        d = tmp_path / "out" / "ansible"
+        nodes.servers["lb"].stop()
+        run = subprocess.run(nodes.inside([
+            tools["ansible-playbook"], "-i", str(d / "inventory.yml"), str(d / "playbook.yml"), "--limit", "lb,node-0",
+            "-e", f"hardway_root={tmp_path / 'roots' / '{node}'}"]), capture_output=True, text=True,
+            env=ansible_env(tmp_path), timeout=600)
+        assert run.returncode != 0, run.stdout[-3000:]
+        assert _recap(run.stdout, "lb")["unreachable"] == 1, run.stdout[-3000:]
+        assert "PLAY [Workers]" not in run.stdout and not re.search(r"^node-0\s*:", run.stdout, re.M), run.stdout[-3000:]
+        assert not (tmp_path / "roots").exists()
+        assert "Accepted publickey" not in (tmp_path / "ssh" / "node-0" / "sshd.log").read_text()
