@@ -8,12 +8,14 @@ the task class (hardway.tasklib).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from rich.markup import escape
 
 from . import pipeline
 from .errors import HardwayError
+from .fsutil import clean_generated, record_beside
 from .output import console, err_console, progress
 from .spec import Cluster
 
@@ -292,3 +294,50 @@ def run_deploy(cluster: Cluster, out: Path, *, only: list[str], role: str | None
     skipped = sum(1 for r in report.rows if r.result.startswith("skipped"))
     console.print(f"deploy: {done} done, {skipped} up to date", markup=False)
     return 0
+
+
+# What the stages write under <out>; `clean` removes these and nothing else, so a mistaken
+# `--out .` cannot take the user's own files with it. The PKI store is removed only on request.
+GENERATED = (pipeline.BUNDLES, pipeline.KUBECONFIGS, pipeline.NODES, "ansible")  # ansible: `hardway ansible`'s default --dir
+PKI_STORE = pipeline.PKI
+
+
+def run_clean(root: Path, pki: bool = False, yes: bool = False) -> None:
+    """`clean`: remove the generated output under `root`, and the PKI store with `pki` and `yes`."""
+    if pki and not yes:
+        raise HardwayError(f"--pki deletes {root / PKI_STORE} (the CAs and the encryption key of any cluster built "
+                           "from it); add --yes to confirm")
+    if not root.is_dir():
+        console.print(f"nothing to clean: {root} is not a directory" if root.exists() else f"nothing to clean: {root} does not exist",
+                      markup=False)
+        return
+    removed = 0
+    for name in GENERATED + ((PKI_STORE,) if pki else ()):
+        child = root / name
+        try:
+            if (child.is_symlink() and not child.is_dir()) or child.is_file() or (name == PKI_STORE and child.is_symlink()):
+                child.unlink()  # the link (or a stray file) itself, never what a link leads to
+                record_beside(child).unlink(missing_ok=True)
+            elif not child.is_dir():
+                continue
+            elif name == PKI_STORE:
+                shutil.rmtree(child)  # asked for with --pki --yes
+            else:
+                left = clean_generated(child)
+                if left:
+                    console.print(f"kept in {child}: {', '.join(left[:5])}{', ...' if len(left) > 5 else ''} "
+                                  f"({len(left)} file(s) hardway did not write)", markup=False)
+                    continue
+        except OSError as e:  # a read-only mount: rmtree names a file relative to a directory it opened
+            raise HardwayError(f"cannot remove {child}: {e.strerror or e}") from None
+        removed += 1
+        console.print(f"removed {child}", markup=False)
+    if not pki and (root / PKI_STORE).exists():
+        console.print(f"kept {root / PKI_STORE} (the PKI store; `clean --pki --yes` removes it)", markup=False)
+    others = sorted(p.name for p in root.iterdir() if p.name not in GENERATED + (PKI_STORE,))
+    if others:
+        console.print(f"[dim]left alone in {escape(str(root))}: {escape(', '.join(others))} "
+                      f"(clean removes only {', '.join(GENERATED)}, and {PKI_STORE} with --pki --yes)[/]")
+    if not removed:
+        console.print(f"nothing to clean in {root}", markup=False)
+

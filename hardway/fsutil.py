@@ -223,71 +223,125 @@ def write_record(record: Path, names: Iterable[str], *, durable: bool = True) ->
     atomic_write(record, data, 0o600, durable=durable)
 
 
-def _plainly_inside(directory: Path, name: str) -> bool:
-    """Whether `name` is a relative path below `directory` reached through real directories only:
-    no `..`, nothing absolute, no symbolic link on the way (lstat, never follows)."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _plain_parts(name: str) -> tuple[str, ...] | None:
+    """The components of a record entry when it is a plain relative path (no `..`, `.`, empty
+    component, nothing absolute), else None."""
     parts = PurePosixPath(name).parts
     if not parts or PurePosixPath(name).is_absolute() or any(p in ("..", ".", "") for p in parts):
-        return False
-    here = directory
-    for part in parts[:-1]:
-        here = here / part
-        try:
-            if not stat.S_ISDIR(here.lstat().st_mode):
-                return False
-        except OSError:
-            return False
-    return True
+        return None
+    return parts
+
+
+def _open_parent(directory: Path, parts: tuple[str, ...]) -> int:
+    """A descriptor of the directory holding the last of `parts`, below `directory`, opened one
+    component at a time with O_NOFOLLOW: a link on the way (or one swapped in while we walk) fails
+    with ELOOP/ENOTDIR instead of leading out. The caller closes it."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the output directory itself may be a link
+    try:
+        for part in parts[:-1]:
+            below = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = below
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def remove_written(directory: Path, names: Iterable[str], record: set[str]) -> tuple[list[str], list[str]]:
     """Delete each of `names` under `directory` that hardway wrote (in `record`); never follows a
-    link (unlinking a link removes the link). Returns (removed names, notes on what was left alone)."""
+    link, not even one swapped in while it works: each entry is reached through directory
+    descriptors opened with O_NOFOLLOW and unlinked relative to its own directory (unlinking a link
+    removes the link). Returns (removed names, notes on what was left alone)."""
     removed, notes = [], []
     for name in sorted(names):
         path = directory / name
-        if not _plainly_inside(directory, name):  # a record is a file on disk: never trust it to leave
+        parts = _plain_parts(name)
+        if parts is None:  # a record is a file on disk: never trust it to leave
             notes.append(f"left alone: {name!r} (not a plain path inside {directory})")
             continue
         if name not in record:
             notes.append(f"left alone: {path} (no longer in the spec, but hardway did not write it)")
             continue
         try:
-            if stat.S_ISDIR(path.lstat().st_mode):
+            fd = _open_parent(directory, parts)
+        except FileNotFoundError:
+            continue
+        except OSError:  # ELOOP, ENOTDIR: a link or a file where a directory should be
+            notes.append(f"left alone: {name!r} (not a plain path inside {directory})")
+            continue
+        try:
+            if stat.S_ISDIR(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
                 notes.append(f"left alone: {path} (a directory, not a file hardway wrote)")
                 continue
             with naming(path):
-                path.unlink()
+                os.unlink(parts[-1], dir_fd=fd)
         except FileNotFoundError:
             continue
+        finally:
+            os.close(fd)
         removed.append(name)
     return removed, notes
+
+
+def _remove_recorded(fd: int, prefix: str, record: set[str], foreign: list[str], shown: Path) -> None:
+    """Below the directory open as `fd`: unlink every entry named in `record` (links included, as
+    links), descend into real directories only (opened O_NOFOLLOW, so a directory swapped for a link
+    is not entered), remove each directory left empty, and list the rest in `foreign`."""
+    with os.scandir(fd) as entries:
+        listed = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in entries)
+    for name, is_dir in listed:
+        rel = prefix + name
+        if is_dir:
+            try:
+                below = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except OSError:  # swapped for a link or a file meanwhile: not entered, not deleted
+                foreign.append(rel)
+                continue
+            try:
+                _remove_recorded(below, rel + "/", record, foreign, shown)
+            finally:
+                os.close(below)
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except OSError:
+                pass  # it still holds something hardway did not write
+        elif rel in record:
+            try:
+                with naming(shown / rel):
+                    os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass  # gone meanwhile
+        else:
+            foreign.append(rel)
 
 
 def clean_generated(directory: Path) -> list[str]:
     """Delete what hardway wrote in one of its output directories (bundles, kubeconfigs: the record
     beside it; the nodes tree: the record inside it), then the directory if nothing else is left and
-    the operator did not link it. Follows `directory` itself if it is a link, never a link below it.
-    Returns the files left alone, relative to `directory`."""
+    the operator did not link it. Follows `directory` itself if it is a link, never a link below it
+    (the walk holds directory descriptors, see _remove_recorded). Returns the files left alone,
+    relative to `directory`."""
     record = read_record(record_beside(directory)) | read_record(directory / RECORD) | {RECORD}
-    foreign = []
-    for dirpath, dirnames, filenames in os.walk(directory, topdown=False):  # never follows links
-        here = Path(dirpath)
-        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
-            rel = (here / name).relative_to(directory).as_posix()
-            if rel in record:
-                with naming(here / name):
-                    (here / name).unlink()
-            else:
-                foreign.append(rel)
-        if here != directory:
-            try:
-                here.rmdir()
-            except OSError:
-                pass  # it still holds something hardway did not write
+    foreign: list[str] = []
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _remove_recorded(fd, "", record, foreign, directory)
+    finally:
+        os.close(fd)
     record_beside(directory).unlink(missing_ok=True)
     if not foreign and not directory.is_symlink():  # a directory the operator linked stays, emptied
-        directory.rmdir()
+        try:
+            directory.rmdir()
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            foreign = os.listdir(directory)  # written meanwhile by someone else: theirs, left alone
     return sorted(foreign)
 
 

@@ -13,14 +13,19 @@ configuration, and loading the spec.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import invoke
 from invoke import Config, Exit, Task
-from rich.markup import escape
 
-from . import resources, spec
+from . import resources
 from .errors import HardwayError
-from .output import err_console
+
+if TYPE_CHECKING:
+    from .spec import Cluster
+
+# Start-up: the spec (pydantic, PyYAML) and the console (rich) are imported where a task uses them,
+# so `hardway --help` and `--version` do not pay for them.
 
 SPEC_HELP = "cluster spec to read (default: ./cluster.yaml, else the built-in kthw example)"
 OUT_HELP = "output directory (default: ./out); the PKI store is <out>/pki"
@@ -87,6 +92,9 @@ def spec_path(c, spec_arg: str | None, out: Path | None = None) -> Path:
     if out is not None and (out.exists() or out.is_symlink()):
         raise HardwayError(_no_spec_over(out))
     builtin = resources.example_path("kthw")
+    from rich.markup import escape
+
+    from .output import err_console
     err_console.print(f"[yellow]warning:[/] no ./{DEFAULT_SPEC} here: using the built-in example kthw "
                       f"({escape(str(builtin))}); `hardway init` writes it here to edit")
     return builtin
@@ -102,9 +110,13 @@ def _no_spec_over(out: Path) -> str:
             f"`hardway init`; or give the example its own output with --out other")
 
 
-def load(c, spec_arg: str | None, out: Path | None = None) -> spec.Cluster:
+def load(c, spec_arg: str | None, out: Path | None = None) -> Cluster:
     """The spec, loaded and validated; its warnings on stderr. `out`: the output directory the task
     writes or reads (see spec_path)."""
+    from rich.markup import escape
+
+    from . import spec
+    from .output import err_console
     cluster = spec.load(spec_path(c, spec_arg, out))
     for w in cluster.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(w)}")

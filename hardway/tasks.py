@@ -7,24 +7,17 @@ from the collection's configuration. Nothing else belongs here.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from invoke import Collection, Exit
-from rich.markup import escape
 
 from . import resources
 from .errors import HardwayError
-from .fsutil import clean_generated, record_beside
 from .lab.tasks import collection as lab_collection
-from .output import console
-from .pipeline import BUNDLES, KUBECONFIGS, NODES, PKI
 from .tasklib import DEFAULT_SPEC, DEFAULTS, OUT_HELP, SPEC_HELP, load, out_dir, task
 
-# What the stages write under <out>; `clean` removes these and nothing else, so a mistaken
-# `--out .` cannot take the user's own files with it. The PKI store is removed only on request.
-GENERATED = (BUNDLES, KUBECONFIGS, NODES, "ansible")
-PKI_STORE = PKI
+# Start-up: every module that does the work (the spec, the PKI, rendering, rich's console) is imported
+# inside the task that needs it, so `hardway --help`, `--version` and `--list` start fast.
 
 
 def _example_names() -> list[str]:
@@ -51,6 +44,7 @@ def init(c, example="kthw", spec=None, force=False):
         target.write_bytes(resources.example_path(example).read_bytes())
     except OSError as e:
         raise Exit(f"error: cannot write {target}: {e.strerror or e}", code=1) from None
+    from .output import console
     validate_hint = "hardway validate" + ("" if target == Path(DEFAULT_SPEC) else f" --spec {target}")
     console.print(f"wrote {target} from the {example} example; edit it, then `{validate_hint}`", markup=False)
 
@@ -192,43 +186,8 @@ def deploy(c, spec=None, out=None, only=None, role=None, start=True, dry_run=Fal
             "yes": "confirm --pki without asking"})
 def clean(c, out=None, pki=False, yes=False):
     """Remove generated output (<out>/bundles, kubeconfigs, nodes, ansible). The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
-    root = out_dir(c, out)
-    if pki and not yes:
-        raise Exit(f"error: --pki deletes {root / PKI_STORE} (the CAs and the encryption key of any cluster built "
-                   "from it); add --yes to confirm", code=1)
-    if not root.is_dir():
-        console.print(f"nothing to clean: {root} is not a directory" if root.exists() else f"nothing to clean: {root} does not exist",
-                      markup=False)
-        return
-    removed = 0
-    for name in GENERATED + ((PKI_STORE,) if pki else ()):
-        child = root / name
-        try:
-            if (child.is_symlink() and not child.is_dir()) or child.is_file() or (name == PKI_STORE and child.is_symlink()):
-                child.unlink()  # the link (or a stray file) itself, never what a link leads to
-                record_beside(child).unlink(missing_ok=True)
-            elif not child.is_dir():
-                continue
-            elif name == PKI_STORE:
-                shutil.rmtree(child)  # asked for with --pki --yes
-            else:
-                left = clean_generated(child)
-                if left:
-                    console.print(f"kept in {child}: {', '.join(left[:5])}{', ...' if len(left) > 5 else ''} "
-                                  f"({len(left)} file(s) hardway did not write)", markup=False)
-                    continue
-        except OSError as e:  # a read-only mount: rmtree names a file relative to a directory it opened
-            raise HardwayError(f"cannot remove {child}: {e.strerror or e}") from None
-        removed += 1
-        console.print(f"removed {child}", markup=False)
-    if not pki and (root / PKI_STORE).exists():
-        console.print(f"kept {root / PKI_STORE} (the PKI store; `clean --pki --yes` removes it)", markup=False)
-    others = sorted(p.name for p in root.iterdir() if p.name not in GENERATED + (PKI_STORE,))
-    if others:
-        console.print(f"[dim]left alone in {escape(str(root))}: {escape(', '.join(others))} "
-                      f"(clean removes only {', '.join(GENERATED)}, and {PKI_STORE} with --pki --yes)[/]")
-    if not removed:
-        console.print(f"nothing to clean in {root}", markup=False)
+    from .commands import run_clean
+    run_clean(out_dir(c, out), pki=pki, yes=yes)
 
 
 ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean, deploy)

@@ -185,7 +185,7 @@ def rows(output: str) -> dict[str, tuple[str, str]]:
         words = line.split()
         if words and (words[0] in ADDRESSES or words[0] == "manifests"):
             rest = line.split(None, 1)[1].rsplit(None, 1)[0]
-            for action in [a.value for a in dp.Action] + ["connect", "not attempted", "probe"]:
+            for action in [a.value for a in dp.Action] + [st.value for st in dp.Step]:
                 if rest.startswith(action + " "):
                     found[words[0]] = (action, rest[len(action):].strip())
     return found
@@ -505,3 +505,18 @@ def test_an_install_sh_failure_shows_its_output_and_records_nothing(nodes, clust
     assert again.returncode == 0
     assert rows(again.stdout)["node-1"][0] == "install"  # the archive is there already
     assert (blocker).is_file()
+
+
+@pytest.mark.slow
+def test_an_archive_that_is_a_link_is_not_read(nodes, cluster_dir, tmp_path):
+    work = tmp_path / "c"
+    shutil.copytree(cluster_dir, work)
+    archive = work / "out" / "bundles" / "node-0.tar.gz"
+    elsewhere = tmp_path / "elsewhere.tar.gz"
+    archive.rename(elsewhere)
+    archive.symlink_to(elsewhere)  # the same bytes, through a link
+    roots = tmp_path / "nodes"
+    run = deploy(nodes, work, roots)
+    assert run.returncode == 1, run.stderr
+    assert "out/bundles/node-0.tar.gz is a symbolic link; deploy follows no link" in run.stderr
+    assert not roots.exists()

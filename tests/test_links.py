@@ -206,3 +206,55 @@ def test_a_tampered_record_never_leads_a_delete_out_of_its_directory(tmp_path):
     assert removed == ["n0/mine"]
     assert all(v.read_text() == "keep\n" for v in victims)
     assert len(notes) == 3 and all("not a plain path" in n for n in notes)
+
+
+@pytest.mark.parametrize("how", ["remove_written", "clean_generated"])
+def test_a_directory_swapped_for_a_link_mid_walk_never_leads_a_delete_out(tmp_path, how):
+    """The race the record walks used to have (check the path, then unlink by path): another process
+    swaps a directory below the output for a link to a directory outside while hardway deletes.
+    A thread swaps `out/sub` between a real directory and a link to `victim/` as fast as it can;
+    hardway deletes `sub/f` (recorded) hundreds of times; the file in `victim/` must survive."""
+    import threading
+
+    from hardway.fsutil import clean_generated, remove_written, write_record, record_beside
+
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    victim.mkdir()
+    stop = threading.Event()
+
+    def swap():
+        real, link = out / "sub", out / "sub-link"
+        while not stop.is_set():
+            try:
+                os.rename(real, out / "sub-real")
+                os.rename(link, real)          # now `sub` is the link to victim/
+                os.rename(real, link)
+                os.rename(out / "sub-real", real)
+            except OSError:
+                pass
+
+    for _ in range(300):
+        (victim / "f").write_text("precious")
+        out.mkdir(exist_ok=True)
+        (out / "sub").mkdir(exist_ok=True)
+        (out / "sub" / "f").write_text("generated")
+        if not (out / "sub-link").is_symlink():
+            (out / "sub-link").symlink_to(victim)
+        swapper = threading.Thread(target=swap)
+        stop.clear()
+        swapper.start()
+        try:
+            if how == "remove_written":
+                remove_written(out, ["sub/f"], {"sub/f"})
+            else:
+                write_record(record_beside(out), ["sub/f", "sub-link"])
+                clean_generated(out)
+        finally:
+            stop.set()
+            swapper.join()
+        assert (victim / "f").read_text() == "precious"
+        for leftover in ("sub-real", "sub"):  # undo a swap the thread left half done
+            if (out / leftover).is_symlink():
+                (out / leftover).unlink()
+        if out.exists() and (out / "sub-real").is_dir() and not (out / "sub").exists():
+            os.rename(out / "sub-real", out / "sub")

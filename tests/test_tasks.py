@@ -489,3 +489,29 @@ def test_bundle_ends_with_the_next_step(run_cli, example_path, tmp_path):
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("next: `tar -xzf out/bundles/workstation.tar.gz`") and "workstation/README.md" in last
+
+
+# Start-up (issue 12): `--version`, `--help` and `--list` must not import what only a task's body needs.
+# Timings are the benchmark's (benchmarks/bench.py); this checks the cause, which a test can see.
+HEAVY_AT_START = ("hardway.spec", "hardway.pki", "hardway.render", "hardway.bundle", "hardway.pipeline",
+                  "hardway.lab.lab", "pydantic", "cryptography", "jinja2", "rich.console")
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["--list"], ["validate", "--help"]])
+def test_start_up_imports_nothing_heavy(argv):
+    import subprocess
+    import sys
+    probe = ("import sys, runpy\n"
+             f"sys.argv = ['hardway', *{argv!r}]\n"
+             "try:\n"
+             "    runpy.run_module('hardway', run_name='__main__')\n"
+             "except SystemExit:\n"
+             "    pass\n"
+             "print('\\nMODULES', ' '.join(sorted(sys.modules)))\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert "MODULES" in res.stdout, res.stderr
+    loaded = set(res.stdout.rsplit("MODULES", 1)[1].split())
+    assert "invoke" in loaded  # the probe did run the command line
+    heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY_AT_START))
+    assert not heavy, f"hardway {' '.join(argv)} imports {heavy}"

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Iterable
 
 from ..errors import HardwayError
+from ..names import first_names
 from ..spec import ROLES
 from .targets import ORDER, Target, phase
 
@@ -33,6 +34,16 @@ class Action(StrEnum):
     START = "start"  # installed by an earlier run without --start; start it now
     INSTALL = "install"  # the node has this exact archive already: unpack and install
     UPLOAD = "upload+install"
+
+
+class Step(StrEnum):
+    """The other words of the end table's action column: where a node stopped before an Action,
+    and the API and manifests step."""
+    CONNECT = "connect"
+    PROBE = "probe"
+    NOT_ATTEMPTED = "not attempted"
+    READYZ = "wait for /readyz"
+    MANIFESTS = "apply (super-admin)"
 
 
 @dataclass(frozen=True)
@@ -78,8 +89,8 @@ def select(targets: Iterable[Target], only: list[str] | None = None, role: str |
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1)
             raise HardwayError(f"--only {name}: no such node in the spec"
-                               + (f"; did you mean {close[0]}?" if close else f"; the nodes are {', '.join(names[:10])}"
-                                  + (", ..." if len(names) > 10 else "")))
+                               + (f"; did you mean {close[0]}?" if close else
+                                  f"; the nodes are {first_names(names, 10, more=', ...')}"))
     picked = [t for t in targets if (not only or t.node in only) and (role is None or role in t.roles)]
     if not picked:
         raise HardwayError(f"no node is both in --only {' '.join(only or [])} and of role {role}")
@@ -190,7 +201,7 @@ def manifests_digest(files: Iterable[tuple[str, bytes]]) -> str:
 @dataclass
 class NodeResult:
     node: str
-    action: str  # an Action's words, or "manifests", or "not attempted"
+    action: str  # an Action or a Step
     result: str  # "ok", "skipped", "dry run", "failed: why"
     seconds: float = 0.0
     tail: str = ""  # the end of the node's output, for a failure
@@ -219,7 +230,7 @@ def deploy_line(changes) -> str:
     nodes, manifests = touched_by_deploy(changes)
     if not nodes and not manifests:
         return "deploy: would touch no node (every bundle unchanged)"
-    named = ", ".join(nodes[:20]) + (f" and {len(nodes) - 20} more" if len(nodes) > 20 else "")
+    named = first_names(nodes, 20)
     return (f"deploy: would touch {len(nodes)} node(s)" + (f": {named}" if nodes else "")
             + ("; and apply the workstation manifests again" if manifests else "")
             + " (after `hardway bundle`)")

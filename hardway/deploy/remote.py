@@ -21,12 +21,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import fabric
-    import paramiko
-    from invoke.exceptions import CommandTimedOut
-except ImportError as e:  # the optional extra is not installed
-    raise ImportError(str(e)) from e
+import fabric  # the optional extra `deploy`: commands.run_deploy says how to install it when missing
+import paramiko
+from invoke.exceptions import CommandTimedOut
 
 from ..errors import HardwayError
 from ..sshspec import Jump

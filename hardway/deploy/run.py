@@ -6,9 +6,11 @@ controller stops the run before the workers (they need the API); a failed worker
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import ssl
+import stat
 import subprocess
 import tempfile
 import time
@@ -76,11 +78,16 @@ def check_local(cluster: Cluster, out: Path) -> None:
 
 def deploy(cluster: Cluster, out: Path, options: Options, say: Say) -> Report:
     from . import remote  # Fabric: only now
-    check_local(cluster, out)
     chosen = p.select(all_targets(cluster), list(options.only), options.role)
     bundles = out / "bundles"
-    archives = {t.node: (bundles / f"{t.node}.tar.gz").read_bytes() for t in chosen}
+    # The bytes uploaded are the bytes read here, and the checks below saw the same file.
+    archives = {t.node: _read_archive(bundles / f"{t.node}.tar.gz") for t in chosen}
+    check_local(cluster, out)
     digests = {node: p.digest_of(data) for node, data in archives.items()}
+    for node, digest in digests.items():
+        if p.digest_of(_read_archive(bundles / f"{node}.tar.gz")) != digest:
+            raise HardwayError(f"{bundles / f'{node}.tar.gz'} changed while it was being checked; nothing deployed: "
+                               "run deploy again once `hardway bundle` is done")
     policy = remote.HostKeyPolicy(options.known_hosts, options.accept_new)
     report = Report()
     accepted: list[str] = []
@@ -107,7 +114,7 @@ def deploy(cluster: Cluster, out: Path, options: Options, say: Say) -> Report:
             if not blocked and phase_name == "worker" and not api_step():
                 blocked = "the API or the manifests step failed first"
             if blocked:
-                report.rows += [p.NodeResult(t.node, "not attempted", blocked, ok=False) for t in batch]
+                report.rows += [p.NodeResult(t.node, p.Step.NOT_ATTEMPTED, blocked, ok=False) for t in batch]
                 continue
             width = len(batch) if phase_name != "worker" else max(1, options.parallel)
             with ThreadPoolExecutor(max_workers=min(width, len(batch))) as pool:
@@ -129,6 +136,23 @@ def deploy(cluster: Cluster, out: Path, options: Options, say: Say) -> Report:
     return report
 
 
+def _read_archive(path: Path) -> bytes:
+    """A bundle archive's bytes: a regular file, never through a link (out/ is not trusted)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise HardwayError(f"{path} is missing: run `hardway bundle` first") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise HardwayError(f"{path} is a symbolic link; deploy follows no link under the output directory: "
+                               "run `hardway bundle` to write the archive again") from None
+        raise HardwayError(f"cannot read {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise HardwayError(f"{path} is not a regular file")
+        return f.read()
+
+
 def _node(remote, t: Target, data: bytes, digest: str, options: Options, policy, accepted, conns) -> p.NodeResult:
     state = p.state_dir(options.remote_root, t.node)
     root = p.node_root(options.remote_root, t.node)
@@ -136,11 +160,11 @@ def _node(remote, t: Target, data: bytes, digest: str, options: Options, policy,
     try:
         conn = remote.connect(t, policy, accepted)
     except remote.NodeFailure as e:
-        return p.NodeResult(t.node, "connect", f"failed: {e}", ok=False)
+        return p.NodeResult(t.node, p.Step.CONNECT, f"failed: {e}", ok=False)
     conns[t.node] = conn
     status, output = remote.run(conn, wrap(p.probe_command(state, digest, t.node)), timeout=60)
     if status != 0:
-        return p.NodeResult(t.node, "probe", f"failed: cannot read the node's state (exit {status})",
+        return p.NodeResult(t.node, p.Step.PROBE, f"failed: cannot read the node's state (exit {status})",
                             tail=_tail(output), ok=False)
     action = p.decide(digest, p.parse_probe(output, digest), options.start)
     if options.dry_run:
@@ -187,7 +211,7 @@ def _api_and_manifests(cluster: Cluster, out: Path, options: Options, remote, co
         say(f"waiting for {cluster.api_url}/readyz (up to {options.timeout:.0f}s)")
         answer = _wait_readyz(cluster.api_url, ws / "ca.crt", options.timeout)
         if answer is not None:
-            return p.NodeResult(MANIFESTS, "wait for /readyz", f"failed: {cluster.api_url}/readyz did not answer ok "
+            return p.NodeResult(MANIFESTS, p.Step.READYZ, f"failed: {cluster.api_url}/readyz did not answer ok "
                                 f"within {options.timeout:.0f}s: {answer}", time.monotonic() - began, ok=False)
         first = cluster.controllers[0]
         conn = conns.get(first.name)
@@ -196,21 +220,21 @@ def _api_and_manifests(cluster: Cluster, out: Path, options: Options, remote, co
         if conn is not None:
             status, recorded = remote.run(conn, p.as_user(p.manifests_read_command(state), user), timeout=60)
             if status == 0 and recorded.strip() == digest:
-                return p.NodeResult(MANIFESTS, "apply (super-admin)", "skipped: up to date", time.monotonic() - began)
+                return p.NodeResult(MANIFESTS, p.Step.MANIFESTS, "skipped: up to date", time.monotonic() - began)
         kubectl = shutil.which(options.kubectl)
         if kubectl is None:
-            return p.NodeResult(MANIFESTS, "apply (super-admin)", f"failed: no {options.kubectl} on this workstation; "
+            return p.NodeResult(MANIFESTS, p.Step.MANIFESTS, f"failed: no {options.kubectl} on this workstation; "
                                 "install kubectl, or apply them by hand (workstation README, step 4)",
                                 time.monotonic() - began, ok=False)
         done = subprocess.run([kubectl, f"--kubeconfig={ws / 'super-admin.kubeconfig'}", "apply", "-f",
                                str(ws / "manifests")], capture_output=True, text=True, timeout=300,
                               env={**os.environ, "HOME": tmp})
         if done.returncode != 0:
-            return p.NodeResult(MANIFESTS, "apply (super-admin)", f"failed: kubectl apply exit {done.returncode}",
+            return p.NodeResult(MANIFESTS, p.Step.MANIFESTS, f"failed: kubectl apply exit {done.returncode}",
                                 time.monotonic() - began, tail=_tail(done.stdout + done.stderr), ok=False)
         if conn is not None:
             remote.run(conn, p.as_user(p.manifests_record_command(state, digest), user), timeout=60)
-        return p.NodeResult(MANIFESTS, "apply (super-admin)", f"ok: {len(files)} manifest(s) applied",
+        return p.NodeResult(MANIFESTS, p.Step.MANIFESTS, f"ok: {len(files)} manifest(s) applied",
                             time.monotonic() - began)
 
 

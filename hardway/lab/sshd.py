@@ -10,7 +10,9 @@ changed (only /run/sshd, sshd's privilege-separation directory, is created when 
     server.stop()
 
 Each server runs in the foreground (`sshd -D -e`), logging to <dir>/sshd.log, and `stop` ends it
-and every session it started. `lab_namespaces(labdir)` names each lab node's network namespace as
+and every session it started. Its sessions get a home of their own (<dir>/home, through a copy of
+/etc/passwd bound over the real one in sshd's own mount namespace), so this machine's dotfiles play
+no part in a test. `lab_namespaces(labdir)` names each lab node's network namespace as
 soon as `lab.up --network-only` made them, before any unit runs.
 """
 
@@ -122,6 +124,24 @@ class Sshd:
         self.process = None
 
 
+def _passwd_with_home(directory: Path, user: str) -> Path:
+    """A copy of /etc/passwd where `user`'s home is an empty directory of this server: bound over
+    /etc/passwd for sshd only, so a session runs the user's login shell without this machine's own
+    dotfiles (a ~/.bashrc that waits on a lock would stall every login)."""
+    home = directory / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
+    lines = []
+    for line in Path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[0] == user:
+            fields[5] = str(home)
+        lines.append(":".join(fields))
+    copy = directory / "passwd"
+    copy.write_text("\n".join(lines) + "\n")
+    copy.chmod(0o644)
+    return copy
+
+
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -179,17 +199,22 @@ def start(directory: Path, *, enter: list[str], address: str, authorized: list[s
         lines.append(f"ForceCommand {wrapper}")
     config = directory / "sshd_config"
     config.write_text("\n".join(lines) + "\n")
+    own_home = _passwd_with_home(directory, user)
     log = open(directory / "sshd.log", "ab")
+    offset = log.tell()  # a restart appends: wait for this server's own line
     check = subprocess.run([*enter, sshd, "-t", "-f", str(config)], capture_output=True, text=True)
     if check.returncode != 0:
         raise LabError(f"sshd refuses its configuration {config}: {check.stderr.strip()}")
-    proc = subprocess.Popen([*enter, sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
+    # unshare execs (no fork) and so do sh and `ip netns exec`: the PID is sshd's
+    proc = subprocess.Popen([*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             'mount --bind "$1" /etc/passwd && shift && exec "$@"', "sh", str(own_home),
+                             sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     (directory / "sshd.pid").write_text(f"{proc.pid}\n")  # `ip netns exec` execs sshd: the same PID
     server = Sshd(directory, address, port, keys, proc)
     deadline = time.monotonic() + timeout
-    while "Server listening on" not in server.log.read_text(errors="replace"):
+    while "Server listening on" not in server.log.read_bytes()[offset:].decode(errors="replace"):
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop()
             raise LabError(f"sshd did not start on {address}:{port}; the end of {server.log}:\n"
