@@ -21,14 +21,17 @@ import hashlib
 import os
 import shlex
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import yaml
 
+from ..bundle.archive import SUFFIX
 from ..spec import Cluster
 from .plan import manifests_digest
 from .targets import Target, targets
 
+DEFAULT_DIR = "ansible"  # under <out>; `hardway clean` removes it (commands.GENERATED)
 INVENTORY, PLAYBOOK, NODE_TASKS, KNOWN_HOSTS = "inventory.yml", "playbook.yml", "hardway-node.yml", "known_hosts"
 FILES = (INVENTORY, PLAYBOOK, NODE_TASKS, KNOWN_HOSTS)
 GROUPS = ("loadbalancer", "controller", "worker")  # Ansible groups: the spec's roles
@@ -163,24 +166,32 @@ def _not_hardways_own(directory: Path, out: Path) -> None:
     where = directory.resolve()
     if where == out.resolve():
         raise HardwayError(f"--dir {directory} is the output directory itself; give the Ansible files a directory "
-                           f"of their own (the default is {out / 'ansible'})")
+                           f"of their own (the default is {out / DEFAULT_DIR})")
     for stage in (pipeline.PKI, pipeline.BUNDLES, pipeline.KUBECONFIGS, pipeline.NODES):
         own = (out / stage).resolve()
         if where == own or where.is_relative_to(own):
             raise HardwayError(f"--dir {directory} is inside {out / stage}, which hardway"
-                               f" writes; give the Ansible files a directory of their own (the default is {out / 'ansible'})")
+                               f" writes; give the Ansible files a directory of their own (the default is {out / DEFAULT_DIR})")
 
 
-def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progress=None, on_pki=None):
+@dataclass(frozen=True)
+class AnsibleWritten:
+    directory: Path
+    run: object  # the bundle.BundleRun of the bundle stage before
+    written: list[str]
+    unchanged: list[str]  # same bytes: not rewritten, mtime kept
+
+
+def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progress=None, on_pki=None) -> AnsibleWritten:
     """The bundles (`hardway bundle`'s stage: a no-op when they are current), then the inventory,
-    playbook and known_hosts in `directory` (default <out>/ansible). Returns (directory, the bundle
-    run, names written, names unchanged): a file whose bytes are unchanged is not rewritten."""
+    playbook and known_hosts in `directory` (default <out>/ansible); a file whose bytes are
+    unchanged is not rewritten."""
     from .. import pipeline
     from ..errors import check_directory_path
     from ..fsutil import record_beside, write_batch, write_record
     from ..plan import WORKSTATION
     from ..resources import data_dir
-    directory = Path(directory) if directory is not None else out / "ansible"
+    directory = Path(directory) if directory is not None else out / DEFAULT_DIR
     check_directory_path(directory, "the Ansible directory", "choose another --dir")
     _not_hardways_own(directory, out)
     kwargs = {k: v for k, v in (("progress", progress), ("on_pki", on_pki)) if v is not None}
@@ -191,9 +202,8 @@ def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progres
         check_local(cluster, out)  # what the playbook copies is what `hardway check` passes, as with deploy
     except HardwayError as e:
         raise HardwayError(str(e).replace("nothing deployed", "no inventory written")) from None
-    suffix = ".tar.gz"
-    digests = {n: archive_digest(run.bundles / f"{n}{suffix}") for n in [x.name for x in cluster.nodes] + [WORKSTATION]}
-    manifests = workstation_manifests(run.bundles / f"{WORKSTATION}{suffix}")
+    digests = {n: archive_digest(run.bundles / f"{n}{SUFFIX}") for n in [x.name for x in cluster.nodes] + [WORKSTATION]}
+    manifests = workstation_manifests(run.bundles / f"{WORKSTATION}{SUFFIX}")
     bundles_dir = relative_dir(run.bundles, directory)
     if "{" in bundles_dir:  # the inventory's path to the bundles is a template (inventory_dir): no braces in it
         raise HardwayError(f"the path from {directory} to {run.bundles} ({bundles_dir}) holds a '{{', which Ansible "
@@ -210,18 +220,18 @@ def write(cluster: Cluster, out: Path, directory: Path | None = None, *, progres
         (unchanged if same else changed).append(name)
     write_batch(directory, [(directory / name, data, 0o644) for name, data in wanted if name in changed])
     write_record(record_beside(directory), [name for name, _ in wanted])
-    return directory, run, changed, unchanged
+    return AnsibleWritten(directory, run, changed, unchanged)
 
 
 def run_ansible(cluster: Cluster, out: Path, directory: str | None) -> int:
     """The task's body: write, then say what was written and the command to run."""
     from ..commands import print_bundle_run, print_pki_step
     from ..output import console, progress
-    target, run, changed, unchanged = write(cluster, out, Path(directory) if directory else None,
-                                            progress=progress, on_pki=lambda r: print_pki_step(r, out))
-    print_bundle_run(run)
-    console.print(f"ansible: {len(changed)} file(s) written to {target}, {len(unchanged)} unchanged "
+    done = write(cluster, out, Path(directory) if directory else None, progress=progress,
+                 on_pki=lambda r: print_pki_step(r, out))
+    print_bundle_run(done.run)
+    console.print(f"ansible: {len(done.written)} file(s) written to {done.directory}, {len(done.unchanged)} unchanged "
                   f"({', '.join(FILES)})", markup=False)
-    inv, book = shlex.quote(str(target / INVENTORY)), shlex.quote(str(target / PLAYBOOK))
+    inv, book = shlex.quote(str(done.directory / INVENTORY)), shlex.quote(str(done.directory / PLAYBOOK))
     console.print(f"next: `ansible-playbook -i {inv} {book}` (docs/ansible.md)", markup=False)
     return 0
