@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from . import pipeline
 from .errors import HardwayError
-from .fsutil import clean_generated, record_beside
+from .fsutil import clean_generated, inputs_beside, record_beside
 from .output import console, err_console, progress
 from .spec import Cluster
 
@@ -318,6 +318,7 @@ def run_clean(root: Path, pki: bool = False, yes: bool = False) -> None:
             if (child.is_symlink() and not child.is_dir()) or child.is_file() or (name == PKI_STORE and child.is_symlink()):
                 child.unlink()  # the link (or a stray file) itself, never what a link leads to
                 record_beside(child).unlink(missing_ok=True)
+                inputs_beside(child).unlink(missing_ok=True)
             elif not child.is_dir():
                 continue
             elif name == PKI_STORE:

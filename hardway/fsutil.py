@@ -166,6 +166,11 @@ def record_beside(directory: Path) -> Path:
     return directory.parent / f".{directory.name}.written"
 
 
+def inputs_beside(directory: Path) -> Path:
+    """What each file of a directory was made from (bundle/inputs.py), beside it like its record."""
+    return directory.parent / f".{directory.name}.inputs"
+
+
 class LinkRefused(OSError):
     """A lock file (or a file hardway would change in place) is a symbolic link."""
 
@@ -335,6 +340,7 @@ def clean_generated(directory: Path) -> list[str]:
     finally:
         os.close(fd)
     record_beside(directory).unlink(missing_ok=True)
+    inputs_beside(directory).unlink(missing_ok=True)
     if not foreign and not directory.is_symlink():  # a directory the operator linked stays, emptied
         try:
             directory.rmdir()

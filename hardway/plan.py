@@ -23,6 +23,7 @@ class PlannedFile:
     data: bytes
     purpose: str  # one line for INSTALL.md and `plan`
     source: str = ""  # the catalog entry or template it came from
+    shared: bool = False  # rendered once per run, the same bytes in every bundle that has it (node table)
 
     @property
     def secret(self) -> bool:
@@ -71,3 +72,21 @@ def hosts_markers(cluster: str) -> tuple[str, str]:
     """The lines around a cluster's /etc/hosts lines: a re-run replaces what is between them
     (INSTALL.md, the workstation's hosts file and README) instead of adding duplicates."""
     return f"# BEGIN hardway {cluster}", f"# END hardway {cluster}"
+
+
+def node_table(cluster) -> tuple[tuple[str, ...], ...]:
+    """The node table's rows (units/network/cluster-nodes.tsv.j2): address, pod range or -, name, more
+    names; then the API endpoint's name where it is a name no node carries and resolves to a node.
+    The /etc/hosts lines and the pod routes of every node come from it (docs/bundles.md)."""
+    from .names import is_ip
+    c = cluster
+    rows = [(str(n.address), str(n.pod_cidr) if n.is_worker and n.pod_cidr else "-", n.name,
+             *([n.fqdn] if n.fqdn else [])) for n in c.nodes]
+    names = {h for n in c.nodes for h in n.hostnames}
+    if c.api_endpoint not in names and not is_ip(c.api_endpoint):
+        # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
+        target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
+                  else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
+        if target is not None:
+            rows.append((str(target.address), "-", c.api_endpoint))
+    return tuple(rows)

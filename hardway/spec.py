@@ -13,6 +13,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -140,7 +141,9 @@ class Node(_Roles):
     fqdn: str | None = None
     pod_cidr: IPNetwork | None = None  # workers only
     resolv_conf: str = DEFAULT_RESOLV_CONF  # the kubelet's resolvConf (kubelet.resolvConf, the node's first)
-    ssh: SshSettings = SshSettings()  # the node's own ssh block (hardway.deploy.targets applies the defaults)
+    # the node's own ssh block (hardway.deploy.targets applies the defaults); how to reach the node is
+    # no part of what it gets: compare=False keeps it out of equality and the bundles' input digests
+    ssh: SshSettings = field(default=SshSettings(), compare=False)
 
     @property
     def url_host(self) -> str:
@@ -183,7 +186,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     etcd_members: tuple[EtcdMember, ...]
     source: str = "cluster.yaml"
-    ssh: SshSettings = SshSettings()  # the cluster-level ssh block
+    ssh: SshSettings = field(default=SshSettings(), compare=False)  # the cluster-level ssh block (as Node.ssh)
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -209,10 +212,14 @@ class Cluster:
         return ",".join(m.client_url for m in self.etcd_members)
 
     def node(self, name: str) -> Node:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        try:
+            return self._nodes_by_name[name]
+        except KeyError:
+            raise KeyError(name) from None
+
+    @cached_property
+    def _nodes_by_name(self) -> dict[str, Node]:  # node() once per template of 1000 nodes: no linear scan
+        return {n.name: n for n in self.nodes}
 
 
 # ---------------------------------------------------------------- loading -----------------------

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hardway import spec
 from hardway.bundle import check_bundles, layout, plan_bundles, write_bundles
+from hardway.fsutil import extract_bundle
 from hardway.bundle.archive import MTIME, read_archive, write_archive
 from hardway.bundle.privilege import Checker, private_keys
 from hardway.bundle.references import unresolved
@@ -118,14 +119,18 @@ def test_install_md_is_written_for_its_node(ha):
     assert "wait --for=condition=Ready node/node-1" in worker
     for b in plans["controller-0"].notes.binaries:
         assert f"`{b['name']}` | {b['version']} | `{b['path']}`" in ctrl
-    # routes: every other worker's pod range via its address, none for itself
-    for w in cluster.workers:
-        line = f"ip route replace {w.pod_cidr} via {w.address}"
-        assert (line in worker) == (w.name != "node-1")
-        assert line in ctrl
+    # routes and hosts: one command each over the node table, which INSTALL.md points at instead of
+    # listing every other node (it would grow with the cluster)
+    table = "/etc/kubernetes/cluster-nodes.tsv"
+    assert "/usr/local/sbin/hardway-nodes.sh routes add node-1" in worker
+    assert "/usr/local/sbin/hardway-nodes.sh routes add controller-0" in ctrl
+    assert "routes add" not in lb and "/usr/local/sbin/hardway-nodes.sh hosts" in lb
+    for node, text in texts.items():
+        assert table in text
+        for w in cluster.workers:
+            if w.name != node:
+                assert str(w.pod_cidr) not in text, (node, w.name)
     assert "haproxy" in lb
-    for n in cluster.nodes:
-        assert str(n.address) in lb  # hosts lines
 
 
 @pytest.mark.parametrize("example", ["ha", "kthw"])
@@ -399,8 +404,10 @@ def test_plan_names_the_files_a_changed_address_changes(ha_copy, tmp_path):
             if node != "node-0":
                 assert not f.path.endswith((".crt", ".key", ".kubeconfig")), (node, f)
     assert {n for n, c in result.items() if c.status == "changed"} == {n.name for n in changed.nodes} | {WORKSTATION}
-    # node-1 reaches node-0's pods through node-0's address: its routes change, in INSTALL.md and the unit
-    assert {f.path for f in result["node-1"].files} == {"INSTALL.md", "/etc/systemd/system/pod-routes.service"}
+    # node-1 reaches node-0's pods through node-0's address: only the node table changes (its routes
+    # and hosts lines come from it); the reason says so without a rendering
+    assert {f.path for f in result["node-1"].files} == {"/etc/kubernetes/cluster-nodes.tsv"}
+    assert "node table" in result["node-1"].note
 
 
 def test_plan_lists_the_bundle_of_a_removed_worker(ha_copy, tmp_path):
@@ -504,7 +511,17 @@ def test_bundle_and_plan_cli(tmp_path, run_cli):
     spec_file.write_text(spec_file.read_text().replace("10.240.0.22", "10.240.0.32"))  # node-2
     r = run_cli(["plan"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"changed\s+/etc/kubernetes/pki/kubelet-serving.crt: kubelet-serving of node-2 re-issued", r.stdout)
+    # one line per bundle, what changed and why; the file-by-file reasons are in `plan --json`
+    lines = {m.group(1): m.group(2) for m in re.finditer(r"^  (\S+) changed: (.*)$", r.stdout, re.M)}
+    assert set(lines) == {"lb", "controller-0", "controller-1", "controller-2", "node-0", "node-1", "node-2",
+                          WORKSTATION}, r.stdout
+    assert "certificates, keys or secrets it carries changed" in lines["node-2"]
+    assert "/etc/kubernetes/pki/kubelet-serving.crt" in lines["node-2"]
+    assert lines["node-0"] == "the node table changed (1 file(s): /etc/kubernetes/cluster-nodes.tsv)"
+    r = run_cli(["plan", "--json"], cwd=tmp_path)
+    node2 = next(b for b in json.loads(r.stdout)["bundles"] if b["node"] == "node-2")
+    assert any(f["path"] == "/etc/kubernetes/pki/kubelet-serving.crt" and "kubelet-serving of node-2 re-issued" in f["why"]
+               for f in node2["files"])
     assert snapshot(tmp_path / "out") == before
 
 
@@ -538,8 +555,14 @@ def test_hosts_lines_are_replaced_between_markers_not_appended_twice(tmp_path, r
     hosts = tmp_path / "etc-hosts"
     own = "127.0.0.1 localhost\n10.9.9.9 printer\n"
     hosts.write_text(own)
-    commands = _sh_block_after(install_md, "/etc/hosts").replace("sudo ", "")
+    commands = _sh_block_after(install_md, "## 4. Network").replace("sudo ", "")
     commands = commands.replace("/etc/hosts", str(hosts))
+    # the node's hardway-nodes.sh and table, where install.sh puts them: here, from the bundle
+    extract_bundle(bundles / "node-0.tar.gz", tmp_path / "x")
+    rootfs = tmp_path / "x" / "node-0" / "rootfs"
+    tool = "/usr/local/sbin/hardway-nodes.sh"
+    assert f"{tool} hosts" in commands
+    commands = commands.replace(f"{tool} hosts", f"sh {rootfs}{tool} hosts {rootfs}/etc/kubernetes/cluster-nodes.tsv")
     for _ in range(2):
         subprocess.run(["sh", "-c", commands], check=True)
     cluster = load("kthw")
@@ -548,6 +571,10 @@ def test_hosts_lines_are_replaced_between_markers_not_appended_twice(tmp_path, r
     for n in cluster.nodes:
         assert sum(1 for line in text.splitlines() if line.split()[:1] == [str(n.address)]) == 1, text
     assert text.count("# BEGIN hardway kubernetes-the-hard-way") == 1
+    # the same lines as the workstation's hosts file (and the plan's notes, which the lab uses)
+    block = text[text.index("# BEGIN"):]
+    assert block.splitlines() == [line for line in ws["hosts"].splitlines() if not line.startswith("# ") or
+                                  line.startswith(("# BEGIN", "# END"))]
     # the workstation's README step, with its hosts file, replaces the same block
     (tmp_path / "hosts").write_text(ws["hosts"])
     commands = _sh_block_after(ws["README.md"], "**Names.**").replace("sudo ", "")

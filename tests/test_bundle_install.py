@@ -141,7 +141,19 @@ def test_archive_members_are_owned_by_root_with_fixed_times(built):
         members = tar.getmembers()
     assert all(m.uid == 0 and m.gid == 0 and m.uname == "root" and m.gname == "root" for m in members)
     assert {m.mtime for m in members} == {MTIME}
-    assert [m.name for m in members] == sorted((m.name for m in members), key=lambda n: n.split("/"))
+    # the bundle's own members sorted (parents first), then the two files that list the shared files'
+    # digests, then the shared files (the node table, compressed once per run: archive.Assembler)
+    names = [m.name for m in members]
+    shared = sorted(f"server/rootfs{f.path}" for f in b.plans["server"].files if f.shared)
+    assert shared and names[-len(shared):] == shared
+    assert names[-len(shared) - 2:-len(shared)] == ["server/SHA256SUMS", "server/install.sh"]
+    own = names[:-len(shared) - 2]
+    assert own == sorted(own, key=lambda n: n.split("/"))
+    seen = set()
+    for name in names:  # every parent directory comes before what it holds
+        assert "/".join(name.split("/")[:-1]) in seen | {""}, name
+        if any(m.name == name and m.isdir() for m in members):
+            seen.add(name)
     modes = {m.name: m.mode for m in members}
     for f in b.plans["server"].files:
         assert modes[f"server/rootfs{f.path}"] == f.mode

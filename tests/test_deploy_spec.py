@@ -85,12 +85,18 @@ def test_every_field_resolves_node_then_cluster_then_default(host_keys):
     assert c0.to_dict()["jump"] == "[fd00::1]:2201"
 
 
-def test_the_ssh_block_changes_no_generated_value():
+def test_the_ssh_block_changes_no_generated_value(host_keys):
+    """How a node is reached is no part of what it gets: the bundles' input digests (which decide
+    what `bundle` re-renders) read the Cluster without it."""
+    from hardway.bundle.inputs import canonical
     data = copy.deepcopy(BASE)
-    data["ssh"] = {"user": "deploy"}
+    data["ssh"] = {"user": "deploy", "port": 2222, "jump": "bastion"}
+    data["nodes"][2]["ssh"] = {"host": "w0.mgmt.example.com", "hostKeys": [host_keys["ed25519"]]}
     a, b = load(BASE), load(data)
-    assert a.nodes[0].address == b.nodes[0].address and a.api_url == b.api_url
-    assert b.ssh.user == "deploy" and a.ssh.user is None
+    assert b.ssh.user == "deploy" and a.ssh.user is None and b.nodes[2].ssh.host == "w0.mgmt.example.com"
+    assert a == b
+    assert canonical(a) == canonical(b)
+    assert canonical(a.nodes[2]) == canonical(b.nodes[2])
 
 
 def _with(where: str, block: dict) -> dict:

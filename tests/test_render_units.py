@@ -385,18 +385,108 @@ def test_haproxy_sends_traffic_only_to_a_ready_api_server(tmp_path):
             a.stop()
 
 
+NODE_TOOL, NODE_TABLE = "/usr/local/sbin/hardway-nodes.sh", "/etc/kubernetes/cluster-nodes.tsv"
+
+
 @pytest.mark.parametrize("example,node", [("kthw", "node-0"), ("kthw", "server"), ("ha", "controller-1"), ("six", "c2")])
-def test_pod_routes_unit_adds_at_boot_what_install_md_adds_by_hand(example, node):
-    """The routes survive a reboot: pod-routes.service holds one `ip route replace` per route of the
-    plan (the ones INSTALL.md and routes.sh add), removes them on stop, and is started before the kubelet."""
-    plan = node_plan(cluster(example), materials(example), node)
+def test_pod_routes_unit_runs_the_node_tool_over_the_shared_table(example, node):
+    """pod-routes.service does not grow with the cluster: one command over the node table, which is
+    the same file (rendered once) in every bundle; it is started before the kubelet."""
+    c = cluster(example)
+    plans = {n.name: node_plan(c, materials(example), n.name) for n in c.nodes}
+    plan = plans[node]
     unit = text(plan, "/etc/systemd/system/pod-routes.service")
     starts = [line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("ExecStart=")]
     stops = [line.split("=", 1)[1].lstrip("-").split() for line in unit.splitlines() if line.startswith("ExecStop=")]
-    routes = plan.notes.routes
-    assert routes and starts == [["/usr/sbin/ip", "route", "replace", r["cidr"], "via", r["via"]] for r in routes]
-    assert stops == [["/usr/sbin/ip", "route", "del", r["cidr"], "via", r["via"]] for r in routes]
+    assert starts == [[NODE_TOOL, "routes", "add", node]] and stops == [[NODE_TOOL, "routes", "del", node]]
     assert plan.units[0] == "pod-routes.service" and "Before=kubelet.service" in unit
+    assert len({p.file(NODE_TABLE).data for p in plans.values()}) == 1  # one table for the whole cluster
+    assert len({p.file(NODE_TOOL).data for p in plans.values()}) == 1
+    assert plan.file(NODE_TOOL).mode == 0o755
+
+
+def _node_tool_in_a_namespace(tmp_path: Path, c, plan: NodePlan, commands: str) -> str:
+    """Run `commands` in a fresh network namespace holding a dummy link on every node's network, with
+    the plan's hardway-nodes.sh and table as $TOOL and $TABLE; its stdout."""
+    from helpers import need_namespaces
+    need_namespaces()
+    (tmp_path / "tool.sh").write_bytes(plan.file(NODE_TOOL).data)
+    (tmp_path / "table").write_bytes(plan.file(NODE_TABLE).data)
+    links = []
+    for n in c.nodes:  # an address on each node's network, so every worker address is a reachable gateway
+        net = ipaddress.ip_network(f"{n.address}/{8 if n.address.version == 4 else 64}", strict=False)
+        here = f"{net[-2]}/{net.prefixlen}"
+        if here not in links:
+            links.append(here)
+    setup = "ip link add d0 type veth peer name d1; ip link set d1 up; ip link set d0 up; " + "; ".join(
+        f"ip addr add {a} dev d0 nodad" if ":" in a else f"ip addr add {a} dev d0" for a in links)
+    script = f"set -e; {setup}; TOOL='sh {tmp_path}/tool.sh'; TABLE={tmp_path}/table; {commands}"
+    r = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _routes(listing: str) -> set[tuple[str, str]]:
+    """(destination, gateway) of the `via` routes in `ip route show` output."""
+    out = set()
+    for line in listing.splitlines():
+        words = line.split()
+        if "via" in words:
+            out.add((words[0], words[words.index("via") + 1]))
+    return out
+
+
+@pytest.mark.parametrize("example,node", [("kthw", "node-0"), ("kthw", "server"), ("ha", "controller-1"), ("six", "c2")])
+def test_node_tool_adds_and_deletes_the_routes_of_the_plan_in_a_network_namespace(tmp_path, example, node):
+    """The real `ip`, in a network namespace: `routes add NODE` adds exactly the plan's routes (the ones
+    the lab adds and the workstation's routes.sh adds), twice is the same as once, `del` removes them."""
+    plan = node_plan(cluster(example), materials(example), node)
+    out = _node_tool_in_a_namespace(tmp_path, cluster(example), plan, f"""
+        $TOOL routes add {node} $TABLE; $TOOL routes add {node} $TABLE
+        ip route show; ip -6 route show; echo ---
+        $TOOL routes del {node} $TABLE; ip route show; ip -6 route show""")
+    added, after = out.split("---")
+    expected = {(r["cidr"], r["via"]) for r in plan.notes.routes}
+    assert expected and _routes(added) == expected
+    assert _routes(after) == set()
+
+
+def test_node_tool_refuses_a_node_not_in_the_table_and_adds_nothing(tmp_path):
+    plan = node_plan(cluster("ha"), materials("ha"), "node-0")
+    out = _node_tool_in_a_namespace(tmp_path, cluster("ha"), plan, """
+        if $TOOL routes add nobody $TABLE 2>"$TABLE.err"; then echo accepted; fi; cat "$TABLE.err"; ip route show""")
+    assert "accepted" not in out and "nobody is not a node" in out
+    assert _routes(out) == set()
+
+
+@pytest.mark.parametrize("example", ["kthw", "ha", "six"])
+def test_node_tool_prints_the_hosts_lines_of_the_plan(tmp_path, example):
+    """`hosts` prints the plan's hosts notes (what the lab's /etc/hosts holds) between the markers."""
+    c = cluster(example)
+    plan = node_plan(c, materials(example), c.nodes[0].name)
+    (tmp_path / "tool.sh").write_bytes(plan.file(NODE_TOOL).data)
+    (tmp_path / "table").write_bytes(plan.file(NODE_TABLE).data)
+    r = subprocess.run(["sh", str(tmp_path / "tool.sh"), "hosts", str(tmp_path / "table")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"# BEGIN hardway {c.name}" and lines[-1] == f"# END hardway {c.name}"
+    assert lines[1:-1] == list(plan.notes.hosts) and len(lines) - 2 >= len(c.nodes)
+
+
+def test_node_tool_is_posix_and_shellcheck_clean(tmp_path, prerequisite):
+    if not shutil.which("shellcheck"):
+        prerequisite("shellcheck", "apt-get install -y shellcheck")
+    plan = node_plan(cluster("ha"), materials("ha"), "node-0")
+    r = subprocess.run(["shellcheck", "-s", "sh", "-"], input=plan.file(NODE_TOOL).data, capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout.decode()
+    (tmp_path / "tool.sh").write_bytes(plan.file(NODE_TOOL).data)
+    for args in ([], ["routes"], ["routes", "add"], ["routes", "move", "node-0"], ["hosts", "a", "b"], ["what"]):
+        r = subprocess.run(["sh", str(tmp_path / "tool.sh"), *args], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 2 and "usage:" in r.stderr, args
+    r = subprocess.run(["sh", str(tmp_path / "tool.sh"), "hosts", str(tmp_path / "missing")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "cannot read" in r.stderr
 
 
 def test_no_pod_routes_unit_where_there_is_no_route():

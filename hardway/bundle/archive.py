@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import gzip
 import io
+import struct
 import tarfile
 from contextlib import contextmanager
 from enum import StrEnum
@@ -47,8 +48,7 @@ def _tarinfo(m: Member) -> tarfile.TarInfo:
     return info
 
 
-def tar_bytes(members: Iterable[Member]) -> bytes:
-    """The uncompressed tar of one bundle (a bundle is small; 1000 of them never coexist)."""
+def _pax_tar(members: list[Member]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for m in members:
@@ -56,9 +56,125 @@ def tar_bytes(members: Iterable[Member]) -> bytes:
     return buf.getvalue()
 
 
+def _ustar_split(name: str) -> tuple[bytes, bytes] | None:
+    """(prefix, name) fields of a ustar header as tarfile splits them (the shortest prefix that
+    fits), or None if the name does not fit ustar."""
+    if not name.isascii():
+        return None
+    raw = name.encode("ascii")
+    if len(raw) <= 100:
+        return b"", raw
+    parts = raw.split(b"/")
+    for i in range(1, len(parts)):
+        prefix, rest = b"/".join(parts[:i]), b"/".join(parts[i:])
+        if len(prefix) <= 155 and len(rest) <= 100:
+            return prefix, rest
+    return None
+
+
+_HEAD = struct.Struct("100s8s8s8s12s12s8sc100s6s2s32s32s8s8s155s12x")
+_ROOT = b"root"
+
+
+def _ustar_header(prefix: bytes, name: bytes, mode: int, size: int, is_dir: bool) -> bytes:
+    """One ustar header, byte for byte what tarfile writes for the same member (USTAR_FORMAT)."""
+    fields = [name, b"%07o\0" % mode, b"0000000\0", b"0000000\0", b"%011o\0" % size, b"%011o\0" % MTIME,
+              b"        ", b"5" if is_dir else b"0", b"", b"ustar\0", b"00", _ROOT, _ROOT, b"",
+              b"", prefix]
+    head = _HEAD.pack(*fields)
+    chksum = b"%06o\0 " % sum(head)
+    return head[:148] + chksum + head[156:]
+
+
+def _blocks(m: Member) -> bytes | None:
+    """One member as ustar blocks (header, data, padding), or None if its name does not fit ustar."""
+    split = _ustar_split(m.name + "/" if m.is_dir else m.name)  # as tarfile: a directory's name ends in /
+    if split is None or not 0 <= m.mode <= 0o7777:
+        return None
+    size = 0 if m.is_dir else len(m.data)
+    head = _ustar_header(*split, m.mode, size, m.is_dir)
+    return head if not size else head + m.data + bytes(-size % 512)
+
+
+def tar_bytes(members: Iterable[Member]) -> bytes:
+    """The uncompressed tar of one bundle (a bundle is small; 1000 of them never coexist).
+
+    ustar headers built directly, the bytes tarfile's USTAR_FORMAT writes (tarfile spends more time
+    on headers than zlib on the data); pax, as tarfile writes it, only if a name does not fit ustar.
+    For names up to 100 bytes, tarfile's pax and ustar output are the same bytes too."""
+    members = list(members)
+    parts = []
+    for m in members:
+        blocks = _blocks(m)
+        if blocks is None:
+            return _pax_tar(members)
+        parts.append(blocks)
+    parts.append(bytes(1024))  # two zero blocks end the archive
+    total = sum(len(p) for p in parts)
+    parts.append(bytes(-total % tarfile.RECORDSIZE))  # tarfile pads to a whole record
+    return b"".join(parts)
+
+
+_END = bytes(1024)
+
+
+class Assembler:
+    """Node archives as a few gzip members in a row (one gzip stream to every reader: gzip, tar,
+    Python), so that what many bundles share is compressed once and what a small change leaves
+    alone can be kept compressed:
+
+        gzip(the node's own members) + gzip(install.sh, SHA256SUMS)
+          + for each shared file (the node table): gzip(its header) + gzip(its data), the latter
+            compressed once per run for every bundle + gzip(the two end blocks)
+
+    The tar inside is the members in that order: the bundle's own files sorted (parents first),
+    then the two files that list the shared files' digests, then the shared files. `assemble`
+    returns the archive and the length of its first gzip member, which `patch.py` reuses as is."""
+
+    def __init__(self):
+        self._blobs: dict[bytes, bytes] = {}  # shared data -> its compressed blocks
+
+    def _blob(self, data: bytes) -> bytes:
+        if data not in self._blobs:
+            if len(self._blobs) > 16:
+                self._blobs.clear()
+            self._blobs[data] = compress(data + bytes(-len(data) % 512))
+        return self._blobs[data]
+
+    def assemble(self, own: list[Member], derived: list[Member], shared: list[Member]) -> tuple[bytes, int] | None:
+        """(archive, length of its first gzip member), or None if a name does not fit ustar."""
+        own_blocks = [_blocks(m) for m in own]
+        derived_blocks = [_blocks(m) for m in derived]
+        if any(b is None for b in own_blocks + derived_blocks) or any(_blocks(m) is None for m in shared):
+            return None
+        head = compress(b"".join(own_blocks))
+        return head + self.tail(derived_blocks, shared), len(head)
+
+    def tail(self, derived_blocks: list[bytes], shared: list[Member]) -> bytes:
+        parts = [compress(b"".join(derived_blocks))] if derived_blocks else []
+        for m in shared:
+            parts.append(compress(_blocks(m)[:512]))
+            parts.append(self._blob(m.data))
+        parts.append(self._blob(_END))
+        return b"".join(parts)
+
+    def derived_blocks(self, derived: list[Member]) -> list[bytes] | None:
+        blocks = [_blocks(m) for m in derived]
+        return None if any(b is None for b in blocks) else blocks
+
+
+def compress(data: bytes) -> bytes:
+    """gzip without a file name or time stamp: the same bytes for the same tar."""
+    return gzip.compress(data, compresslevel=COMPRESSLEVEL, mtime=0)
+
+
+def archive_bytes(members: Iterable[Member]) -> bytes:
+    """The .tar.gz bytes of one bundle."""
+    return compress(tar_bytes(members))
+
+
 def _gzip(data: bytes, fileobj) -> None:
-    with gzip.GzipFile(filename="", mode="wb", fileobj=fileobj, mtime=0, compresslevel=COMPRESSLEVEL) as gz:
-        gz.write(data)
+    fileobj.write(compress(data))
 
 
 def _unpacked(path: Path) -> bytes | None:

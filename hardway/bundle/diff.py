@@ -23,6 +23,7 @@ from ..spec import Cluster
 from . import layout, privilege
 from ..fsutil import read_record, record_beside
 from .archive import SUFFIX, ArchiveError, archived_nodes, read_archive
+from .inputs import WHY, Inputs, changed_components, read_state, unchanged
 
 
 
@@ -246,15 +247,36 @@ def diff_node(cluster: Cluster, plan, bundles: Path, pki_reasons: dict[str, str]
 
 
 def plan_bundles(cluster: Cluster, out: Path, actions=None, materials=None, plans=None) -> list[NodeChange]:
-    """What `hardway bundle` would do to <out>/bundles. Computes the PKI preview unless given."""
+    """What `hardway bundle` would do to <out>/bundles. Computes the PKI preview unless given.
+
+    A bundle whose recorded inputs and archive are unchanged (inputs.py) is reported unchanged
+    without rendering it, as `bundle` would skip it; the others are rendered and compared file by
+    file, and their note says which inputs changed."""
     if materials is None:
         actions, materials = preview_materials(cluster, out / "pki")
+    bundles = out / "bundles"
+    names = [n.name for n in cluster.nodes] + [WORKSTATION]
+    state = read_state(bundles)
+    inputs = Inputs(cluster, materials)
+    wanted_inputs = {name: inputs.of(name) for name in names}
+    given = plans is not None
     if plans is None:
         from ..render import iter_node_plans
-        plans = iter_node_plans(cluster, materials)
-    bundles = out / "bundles"
+        todo = [n for n in names if not unchanged(state.get(n), wanted_inputs[n], bundles / f"{n}{SUFFIX}")]
+        plans = iter_node_plans(cluster, materials, only=todo) if todo else ()
     reasons = _pki_reasons(actions or [], materials)
-    result = [diff_node(cluster, plan, bundles, reasons) for plan in plans]
+    by_node = {}
+    for plan in plans:
+        change = diff_node(cluster, plan, bundles, reasons)
+        if change.status in (BundleStatus.CHANGED, BundleStatus.UNCHANGED) and plan.node in wanted_inputs:
+            why = changed_components(state.get(plan.node), wanted_inputs[plan.node])
+            if change.status == BundleStatus.CHANGED:
+                change.note = "; ".join(WHY[c] for c in why) if why else "the archive differs from what hardway recorded"
+        by_node[plan.node] = change
+    if given:  # exactly the plans asked about
+        result = list(by_node.values())
+    else:  # every bundle: the ones not rendered were unchanged
+        result = [by_node.get(n, NodeChange(n, BundleStatus.UNCHANGED)) for n in names]
     wanted = {n.name for n in cluster.nodes} | {WORKSTATION}
     written = read_record(record_beside(bundles))
     for node in archived_nodes(bundles):
@@ -266,4 +288,3 @@ def plan_bundles(cluster: Cluster, out: Path, actions=None, materials=None, plan
             result.append(NodeChange(node, BundleStatus.UNCHANGED, note="no longer in the spec, but hardway did not "
                                      "write it: `hardway bundle` leaves it alone"))
     return result
-

@@ -14,8 +14,6 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-import jinja2
-
 from ..errors import HardwayError
 from ..names import is_ip
 from ..plan import WORKSTATION, NodePlan, hosts_markers
@@ -166,7 +164,8 @@ def _md(value: object) -> str:
 
 
 @cache
-def _env() -> jinja2.Environment:
+def _env():
+    import jinja2  # only when a bundle is rendered: a run with nothing to do never imports it
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("units") / "bundle")),
         undefined=jinja2.StrictUndefined,
@@ -226,6 +225,13 @@ def _window_text(window: tuple[int, int] | None) -> str:
     return f"{start} to {end} UTC"
 
 
+def _node_spec(cluster: Cluster, name: str):
+    try:
+        return cluster.node(name)
+    except KeyError:  # the workstation
+        return None
+
+
 def context(cluster: Cluster, plan: NodePlan) -> dict:
     """What the templates of units/bundle/ see, built once per bundle."""
     notes = plan.notes
@@ -245,7 +251,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         sysctls=_sysctls([f for f in files if f.path.startswith("/etc/sysctl.d/")]),
         cert_window=_cert_window(files),
         cert_window_text=_window_text(_cert_window(files)),
-        node_spec=next((n for n in cluster.nodes if n.name == plan.node), None),
+        node_spec=_node_spec(cluster, plan.node),
         directories=sorted(plan.directories, key=lambda d: d.path),
         units=list(plan.units),
         manifest=manifest_text(entries),
@@ -255,8 +261,11 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
         fetch_sh=FETCH_SH,
         packaged=[b for b in notes.binaries if "package" in b],
         packages=list(notes.packages),
-        routes=list(notes.routes),
-        hosts=list(notes.hosts),
+        # whether this node keeps pod routes (its pod-routes.service); the routes themselves are in the
+        # node table, which INSTALL.md points at instead of repeating it (it would grow with the cluster)
+        routes=any(f.path.endswith("/pod-routes.service") for f in files),
+        node_table=next((f.path for f in files if f.shared and f.path.endswith("/cluster-nodes.tsv")), None),
+        node_tool=next((f.path for f in files if f.shared and f.path.endswith("/hardway-nodes.sh")), None),
         hosts_markers=hosts_markers(cluster.name),
         has=lambda path: path in plan.paths,
         endpoint_is_name=not is_ip(cluster.api_endpoint),
@@ -271,6 +280,7 @@ def context(cluster: Cluster, plan: NodePlan) -> dict:
 
 
 def render(template: str, context: dict) -> str:
+    import jinja2
     try:
         return _env().get_template(template).render(context)
     except jinja2.UndefinedError as e:

@@ -137,6 +137,7 @@ class Checker:
         self.materials = materials
         self._allowed: dict[tuple, str | None] = {}
         self._index: dict[str, tuple[str, str | None]] | None = None
+        self._shared: dict[tuple[str, bytes], tuple[list, bool]] = {}  # shared files (node table): scanned once
 
     def roles(self, node: str) -> frozenset[str]:
         if node == WORKSTATION:
@@ -185,19 +186,34 @@ class Checker:
                 self._index[sa] = (SERVICE_ACCOUNT, None)
         return self._index.get(fp)
 
+    def _scan(self, f) -> tuple[list, bool]:
+        """(private keys, holds the encryption key) of one file; the same for every node, so a shared
+        file's scan is kept for the run."""
+        key = (f.path, f.data) if getattr(f, "shared", False) else None
+        if key is not None and key in self._shared:
+            return self._shared[key]
+        found = (private_keys(f.data), any(holds_encryption_key(f.data, k) for k in
+                 [k for _, _, k in self.materials.encryption_keys] or [self.materials.encryption_key]))
+        if key is not None:
+            self._shared[key] = found
+        return found
+
     def check(self, node: str, files: Iterable) -> list[Finding]:
         """`files`: objects with .path, .mode and .data (PlannedFile, or members read from a bundle)."""
-        allowed = self.allowed(node)
+        allowed = None  # computed on the first key found (most files hold none; the node table never)
         may_encrypt = self.may_hold_encryption_key(node)
         kind = "the workstation" if node == WORKSTATION else f"a {'+'.join(sorted(self.roles(node)))} node"
         findings = []
         for f in files:
             secret = False
-            for k in private_keys(f.data):
+            keys, holds_encryption = self._scan(f)
+            for k in keys:
                 secret = True
                 if k.fingerprint is None:
                     findings.append(Finding(node, f.path, f"{k.where}: {k.error}"))
                     continue
+                if allowed is None:
+                    allowed = self.allowed(node)
                 if k.fingerprint in allowed:
                     continue
                 owner = self.identify(k.fingerprint)
@@ -207,8 +223,7 @@ class Checker:
                 else:
                     findings.append(Finding(node, f.path, f"{k.where}: the private key of {_label(*owner)}, "
                                                           f"which {kind} must not hold"))
-            if any(holds_encryption_key(f.data, key) for key in
-                   [k for _, _, k in self.materials.encryption_keys] or [self.materials.encryption_key]):
+            if holds_encryption:
                 secret = True
                 if not may_encrypt:
                     findings.append(Finding(node, f.path, f"the encryption-at-rest key, which {kind} must not hold"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable
 
 # The trees whose contents hardway provides: a reference into one of them is a promise the bundle
@@ -46,19 +47,25 @@ def _managed(path: str) -> bool:
     return any(path == root or path.startswith(root + "/") for root in MANAGED)
 
 
+def _targets(data: bytes) -> tuple[str, ...]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return ()
+    return tuple(t for t in dict.fromkeys(m.group(1) for m in _PATH.finditer(text)) if _managed(t))
+
+
+_shared_targets = lru_cache(maxsize=16)(_targets)  # a shared file (the node table) is scanned once per run
+
+
 def references(files: Iterable) -> list[Reference]:
     """Absolute paths into managed trees named by the text files among `files` (.path, .data)."""
     found = []
     for f in files:
         if f.path.endswith(SKIP_SUFFIXES):
             continue
-        try:
-            text = f.data.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        for target in dict.fromkeys(m.group(1) for m in _PATH.finditer(text)):
-            if _managed(target):
-                found.append(Reference(f.path, target))
+        targets = _shared_targets(f.data) if getattr(f, "shared", False) else _targets(f.data)
+        found += [Reference(f.path, target) for target in targets]
     return found
 
 

@@ -4,18 +4,22 @@ Values only (lines with rich markup, tables): the task layer prints them."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.markup import escape
 
-from rich.table import Table
-
-from .check import BundleReport
 from .archive import ArchiveStatus
-from .diff import BundleStatus, FileStatus, NodeChange
+
+if TYPE_CHECKING:  # check and diff are imported by what uses them: `bundle` with nothing to do needs neither
+    from rich.table import Table
+
+    from .check import BundleReport
+    from .diff import NodeChange
 
 _LIST_UP_TO = 40  # nodes listed one by one; beyond that, counts
-_FILE_STYLE = {FileStatus.ADDED: "green", FileStatus.CHANGED: "yellow", FileStatus.REMOVED: "red"}
-_BUNDLE_STYLE = {BundleStatus.NEW: "green", BundleStatus.CHANGED: "yellow", BundleStatus.REMOVED: "red",
-                 BundleStatus.UNREADABLE: "bold red", BundleStatus.UNCHANGED: "dim"}
+# by the values of diff.FileStatus and diff.BundleStatus (StrEnums: their members are these strings)
+_FILE_STYLE = {"added": "green", "changed": "yellow", "removed": "red"}
+_BUNDLE_STYLE = {"new": "green", "changed": "yellow", "removed": "red", "unreadable": "bold red", "unchanged": "dim"}
 
 
 def run_lines(run) -> list[str]:
@@ -35,7 +39,9 @@ def run_lines(run) -> list[str]:
 
 
 def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
-    """One line per changed file, grouped by bundle (not a table: paths and reasons are long)."""
+    """One line per bundle to create, change or remove: what and why, and the files it touches by
+    name (the file-by-file reasons stay in the data: `plan --json`)."""
+    from .diff import BundleStatus
     lines = []
     shown = 0
     for c in changes:
@@ -47,15 +53,24 @@ def plan_lines(changes: list[NodeChange], bundles) -> list[str]:
         if shown > _LIST_UP_TO:
             continue
         style = _BUNDLE_STYLE[c.status]
-        lines.append(f"[bold]{escape(c.node)}[/] [{style}]{c.status}[/]" + (f": {escape(c.note)}" if c.note else ""))
-        for f in c.files:
-            lines.append(f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {escape(f.path)}: {escape(f.why)}")
+        line = f"  [bold]{escape(c.node)}[/] [{style}]{c.status}[/]" + (f": {escape(c.note)}" if c.note else "")
+        if c.files:
+            names = [f.path for f in c.files]
+            listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            line += f" ({len(names)} file(s): {escape(listed)})"
+        lines.append(line)
     if shown > _LIST_UP_TO:
         lines.append(f"[dim]... and {shown - _LIST_UP_TO} more bundles to create, change or remove[/]")
     return lines
 
 
+def plan_file_lines(change: NodeChange) -> list[str]:
+    """The file-by-file detail of one bundle's change (what `plan --json` holds), as lines."""
+    return [f"  [{_FILE_STYLE[f.change]}]{f.change:8}[/] {escape(f.path)}: {escape(f.why)}" for f in change.files]
+
+
 def plan_summary(changes: list[NodeChange]) -> str:
+    from .diff import BundleStatus
     count = lambda status: sum(1 for c in changes if c.status == status)  # noqa: E731
     files = sum(len(c.files) for c in changes)
     unreadable = count(BundleStatus.UNREADABLE)
@@ -65,6 +80,7 @@ def plan_summary(changes: list[NodeChange]) -> str:
 
 
 def check_table(report: BundleReport) -> Table:
+    from rich.table import Table
     table = Table("bundle", "files", "status", title=f"bundles {escape(str(report.bundles))}", box=None, title_justify="left")
     rows = report.rows if len(report.rows) <= _LIST_UP_TO else [r for r in report.rows if not r.ok]
     for r in rows:

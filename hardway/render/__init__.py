@@ -9,12 +9,32 @@ What each role gets is units/plan.yaml, the per-version data units/versions.yaml
 themselves the Jinja2 templates beside them. docs/rendering.md explains the choices.
 """
 
-from .data import RenderDataError, layout, version_row
-from .kubeconfigs import file_name as kubeconfig_file_name
-from .kubeconfigs import identities as kubeconfig_identities
-from .kubeconfigs import iter_kubeconfigs, kubeconfig
-from .nodes import iter_node_plans, node_plan
-from .templates import render_template
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .data import RenderDataError, layout, version_row  # noqa: F401
+    from .kubeconfigs import file_name as kubeconfig_file_name  # noqa: F401
+    from .kubeconfigs import identities as kubeconfig_identities  # noqa: F401
+    from .kubeconfigs import iter_kubeconfigs, kubeconfig  # noqa: F401
+    from .nodes import iter_node_plans, node_plan  # noqa: F401
+    from .templates import render_template  # noqa: F401
+
+# Imported on first use (PEP 562): the PKI reads plan.yaml through .data, and a run with nothing to
+# render never loads Jinja2.
+_LAZY = {"RenderDataError": ("data", "RenderDataError"), "layout": ("data", "layout"),
+         "version_row": ("data", "version_row"), "kubeconfig_file_name": ("kubeconfigs", "file_name"),
+         "kubeconfig_identities": ("kubeconfigs", "identities"), "iter_kubeconfigs": ("kubeconfigs", "iter_kubeconfigs"),
+         "kubeconfig": ("kubeconfigs", "kubeconfig"), "iter_node_plans": ("nodes", "iter_node_plans"),
+         "node_plan": ("nodes", "node_plan"), "render_template": ("templates", "render_template")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "RenderDataError",

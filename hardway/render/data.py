@@ -39,6 +39,7 @@ class FileRule:
     template: str | None = None
     kubeconfig: str | None = None
     only_with_routes: bool = False  # `when: routes`: only on a node with pod routes to other workers
+    shared: bool = False  # `shared: true`: rendered once per run, without a node: the same bytes everywhere
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class _File(Strict):
     template: str | None = None
     kubeconfig: str | None = None
     when: Literal["routes"] | None = None  # only on a node with pod routes to other workers
+    shared: bool = False  # rendered once per run, without a node
 
 
 class _RoleRules(Strict):
@@ -153,8 +155,11 @@ def _role_rules(source: str, where: str, raw: _RoleRules, kubeconfigs: Mapping[s
             raise _fail(source, at, f"unknown kubeconfig {f.kubeconfig!r}; known: {', '.join(kubeconfigs)}")
         if not f.path.startswith("/"):
             raise _fail(source, at, f"path must be absolute, got {f.path!r}")
+        if f.shared and (f.template is None or f.when is not None):
+            raise _fail(source, at, "`shared: true` needs a `template` and no `when` (it is the same on every node)")
         files.append(FileRule(path=f.path, mode=_mode(source, at, f.mode), purpose=f.purpose,
-                              template=f.template, kubeconfig=f.kubeconfig, only_with_routes=f.when == "routes"))
+                              template=f.template, kubeconfig=f.kubeconfig, only_with_routes=f.when == "routes",
+                              shared=f.shared))
     dirs = tuple(PlannedDir(d.path, _mode(source, f"{where}.directories[{i}]", d.mode), d.purpose)
                  for i, d in enumerate(raw.directories))
     unknown = [b for b in raw.binaries if b not in binaries]

@@ -11,15 +11,15 @@ import base64
 import posixpath
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, TYPE_CHECKING
+from typing import Iterable, Iterator, TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from .. import pki
 from ..errors import HardwayError
-from ..names import first_names, is_ip
-from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile, hosts_markers
+from ..names import first_names
+from ..plan import WORKSTATION, NodeNotes, NodePlan, PlannedDir, PlannedFile, hosts_markers, node_table
 from ..spec import ROLES, Cluster, Node
 from .data import FileRule, Layout, RoleRules, layout, version_row
 from .kubeconfigs import kubeconfig
@@ -60,17 +60,31 @@ class _Shared:
         return tuple({"cidr": str(w.pod_cidr), "via": str(w.address), "node": w.name} for w in self.cluster.workers)
 
     @cached_property
+    def _route_index(self) -> dict[str, int]:
+        return {r["node"]: i for i, r in enumerate(self.all_routes)}
+
+    def routes_of(self, node: Node) -> tuple[dict, ...]:
+        """The routes a node keeps: every worker's pod range but its own (no quadratic filter)."""
+        i = self._route_index.get(node.name)
+        return self.all_routes if i is None else self.all_routes[:i] + self.all_routes[i + 1:]
+
+    @cached_property
+    def node_table(self) -> tuple[tuple[str, ...], ...]:
+        return node_table(self.cluster)
+
+    @cached_property
     def hosts_lines(self) -> tuple[str, ...]:
-        c = self.cluster
-        lines = [" ".join([str(n.address), *([n.fqdn] if n.fqdn else []), n.name]) for n in c.nodes]
-        names = {h for n in c.nodes for h in n.hostnames}
-        if c.api_endpoint not in names and not is_ip(c.api_endpoint):
-            # Clients resolve the API endpoint's name: to the load balancer, or the only controller.
-            target = (c.loadbalancers[0] if len(c.loadbalancers) == 1
-                      else c.controllers[0] if len(c.controllers) == 1 and not c.loadbalancers else None)
-            if target is not None:
-                lines.append(f"{target.address} {c.api_endpoint}")
-        return tuple(lines)
+        # address, the other names (the FQDN), the name: what hardway-nodes prints from the same table
+        return tuple(" ".join([row[0], *row[3:], row[2]]) for row in self.node_table)
+
+    def shared_file(self, rule: FileRule) -> PlannedFile:
+        """A `shared: true` file, rendered once per run from the cluster alone."""
+        cache = self.__dict__.setdefault("_shared_files", {})
+        if rule.path not in cache:
+            data = render_template(rule.template, {**self.base_context, **self.whole_cluster_context})
+            cache[rule.path] = PlannedFile(path=rule.path, mode=rule.mode, data=data, purpose=rule.purpose,
+                                           source=f"units/{rule.template}", shared=True)
+        return cache[rule.path]
 
     @cached_property
     def base_context(self) -> dict:
@@ -79,11 +93,16 @@ class _Shared:
             "v": self.version,
             "paths": self.layout.paths,
             "kubernetes_version": str(self.cluster.version),
-            "hosts_lines": self.hosts_lines,
             # /etc/hosts lines sit between these, so a re-run replaces them instead of adding duplicates
             "hosts_markers": hosts_markers(self.cluster.name),
-            "all_routes": self.all_routes,
         }
+
+    @cached_property
+    def whole_cluster_context(self) -> dict:
+        """What only the shared files and the workstation see: every node's hosts line and route. A
+        node's own templates never do (StrictUndefined): what other workers are reaches a node only
+        through the node table, which is what lets `bundle` skip or patch a bundle (bundle/inputs.py)."""
+        return {"hosts_lines": self.hosts_lines, "all_routes": self.all_routes, "node_table": self.node_table}
 
     @cached_property
     def controller_context(self) -> dict:
@@ -152,6 +171,8 @@ def _merge(rules: list[RoleRules]) -> tuple[list[PlannedDir], list[FileRule], li
 
 
 def _render_file(shared: _Shared, rule: FileRule, context: dict, node: str | None) -> PlannedFile:
+    if rule.shared:
+        return shared.shared_file(rule)
     if rule.kubeconfig is not None:
         per_node = shared.layout.kubeconfigs[rule.kubeconfig].per_node
         data = kubeconfig(shared.cluster, shared.materials, rule.kubeconfig, node if per_node else None)
@@ -167,7 +188,7 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
     if node is None:
         name, roles = WORKSTATION, frozenset()
         rules = [shared.layout.workstation]
-        context = {**shared.base_context, **shared.workstation_context, "node": None}
+        context = {**shared.base_context, **shared.whole_cluster_context, **shared.workstation_context, "node": None}
     else:
         name, roles = node.name, node.roles
         rules = [shared.layout.roles[r] for r in ROLES if r in node.roles]
@@ -181,7 +202,7 @@ def _plan(shared: _Shared, node: Node | None) -> NodePlan:
     if node is None or node.is_loadbalancer:
         routes: list[dict] = []
     else:
-        routes = [r for r in shared.all_routes if r["node"] != node.name]
+        routes = shared.routes_of(node)
     if not routes:  # a file `when: routes` (and its unit) only where there are routes to keep
         dropped = {posixpath.basename(r.path) for r in file_rules if r.only_with_routes}
         file_rules = [r for r in file_rules if not r.only_with_routes]
@@ -224,9 +245,30 @@ def node_plan(cluster: Cluster, materials: Materials, node_name: str) -> NodePla
     return _plan(shared, node)
 
 
-def iter_node_plans(cluster: Cluster, materials: Materials) -> Iterator[NodePlan]:
-    """Every node's plan in spec order, then the workstation's; one at a time."""
-    shared = _Shared(cluster, materials)
-    for node in cluster.nodes:
-        yield _plan(shared, node)
-    yield _plan(shared, None)
+class Planner:
+    """Node plans one at a time, the per-cluster values (node table, shared files, contexts)
+    computed once: what `iter_node_plans` uses, and the bundle stage's workers."""
+
+    def __init__(self, cluster: Cluster, materials: Materials):
+        self.cluster = cluster
+        self._shared = _Shared(cluster, materials)
+
+    def plan(self, name: str) -> NodePlan:
+        return _plan(self._shared, None if name == WORKSTATION else self.cluster.node(name))
+
+    def shared_files(self, name: str) -> list[PlannedFile]:
+        """The `shared: true` files of a node's plan (the node table), without rendering the rest."""
+        node = self.cluster.node(name)
+        rules = [self._shared.layout.roles[r] for r in ROLES if r in node.roles]
+        found = {f.path: f for r in rules for f in r.files if f.shared}
+        return [self._shared.shared_file(f) for f in found.values()]
+
+
+def iter_node_plans(cluster: Cluster, materials: Materials, only: Iterable[str] | None = None) -> Iterator[NodePlan]:
+    """Every node's plan in spec order, then the workstation's; one at a time. `only`: just these
+    names (nodes, WORKSTATION), in the same order, with the per-cluster values still computed once."""
+    wanted = None if only is None else set(only)
+    planner = Planner(cluster, materials)
+    for name in [n.name for n in cluster.nodes] + [WORKSTATION]:
+        if wanted is None or name in wanted:
+            yield planner.plan(name)
