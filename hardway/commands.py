@@ -298,7 +298,7 @@ def run_deploy(cluster: Cluster, out: Path, *, only: list[str], role: str | None
 
 # What the stages write under <out>; `clean` removes these and nothing else, so a mistaken
 # `--out .` cannot take the user's own files with it. The PKI store is removed only on request.
-GENERATED = (pipeline.BUNDLES, pipeline.KUBECONFIGS, pipeline.NODES)
+GENERATED = (pipeline.BUNDLES, pipeline.KUBECONFIGS, pipeline.NODES, "ansible")  # ansible: `hardway ansible`'s default --dir
 PKI_STORE = pipeline.PKI
 
 

@@ -114,6 +114,15 @@ def bundle(c, spec=None, out=None):
     return run_bundle(load(c, spec, root), root)
 
 
+@task(help={"spec": SPEC_HELP, "out": OUT_HELP,
+            "dir": "where to write the inventory and playbook (default: <out>/ansible)"})
+def ansible(c, spec=None, out=None, dir=None):
+    """Write an Ansible inventory and playbook that deploy the bundles like `deploy` (runs `bundle` first; docs/ansible.md)."""
+    from .deploy.ansible import run_ansible
+    root = out_dir(c, out)
+    return run_ansible(load(c, spec, root), root, dir)
+
+
 @task(help={"spec": SPEC_HELP, "out": OUT_HELP, "json": "print the result as JSON"})
 def check(c, spec=None, out=None, json=False):
     """Verify the PKI store and the bundles: chains, keys, subjects, expiry, checksums, least privilege."""
@@ -176,11 +185,12 @@ def deploy(c, spec=None, out=None, only=None, role=None, start=True, dry_run=Fal
 @task(help={"out": OUT_HELP, "pki": "also delete the PKI store (CA keys, service-account and encryption keys)",
             "yes": "confirm --pki without asking"})
 def clean(c, out=None, pki=False, yes=False):
-    """Remove generated output (<out>/bundles, kubeconfigs, nodes). The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
+    """Remove generated output (<out>/bundles, kubeconfigs, nodes, ansible). The PKI store is kept unless --pki --yes: it holds the cluster's CAs."""
     from .commands import run_clean
     run_clean(out_dir(c, out), pki=pki, yes=yes)
 
 
 ns = Collection(init, validate, schema, plan, pki, kubeconfigs, units, bundle, check, credentials, renew, clean, deploy)
+ns.add_task(ansible)  # docs/ansible.md
 ns.add_collection(lab_collection, name="lab")  # the lab.* tasks: docs/lab.md
 ns.configure(DEFAULTS)
