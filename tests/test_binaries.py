@@ -603,7 +603,7 @@ def test_worker_build_runs_go_inside_the_module_with_its_flags(fake_go, fake_mod
     assert {"urfave_cli_no_docs", "no_btrfs", "no_grpc"} <= set(tags)
     ldflags = shim[shim.index("-ldflags") + 1]
     sum_ = fake_modules["served"][f"github.com/containerd/containerd/v2@{_module('github.com/containerd/containerd/v2').version}"]["Sum"]
-    assert f"-X github.com/containerd/containerd/v2/version.Version=v2.1.4" in ldflags
+    assert "-X github.com/containerd/containerd/v2/version.Version=v2.1.4" in ldflags
     assert f"-X github.com/containerd/containerd/v2/version.Revision={sum_}" in ldflags
 
 
