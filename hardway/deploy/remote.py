@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -28,6 +29,11 @@ from invoke.exceptions import CommandTimedOut
 from ..errors import HardwayError
 from ..sshspec import Jump
 from .targets import Target
+
+# paramiko logs a failed handshake (and its traceback) from its transport thread; the error reaches
+# the caller as an exception and is reported in the end table, so the log would only repeat it as noise.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 CONNECT_TIMEOUT = 15
 
