@@ -130,7 +130,7 @@ class Assembler:
     The shared files' data (the node table and its script) are compressed once per run for every
     bundle; a header, which names the node, goes into the member before its data (a gzip member of
     its own costs 18 bytes of frame and a fresh start for the compressor: about 100 bytes).
-    The tar inside is the members in that order: the bundle's own files sorted (parents first),
+    The tar inside is the members in that order: the folder, the bundle's own files sorted,
     then the two files that list the shared files' digests, then the shared files. `assemble`
     returns the archive and the length of its first gzip member, which `patch.py` reuses as is."""
 
