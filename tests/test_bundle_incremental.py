@@ -18,12 +18,13 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from hardway import spec
-from hardway.bundle import check_bundles, inputs as inputs_mod, plan_bundles, write_bundles
+from hardway.bundle import check_bundles, inputs as inputs_mod, patch, plan_bundles, write_bundles
 from hardway.bundle.archive import ArchiveStatus, read_archive
 from hardway.pki import load_materials, reconcile, renew
 from hardway.plan import WORKSTATION
@@ -424,3 +425,40 @@ def test_equal_input_digests_mean_equal_bundles(what, tmp_path):
         shared = {layout.member_name(name, f.path) for f in planner_new.shared_files(name)}
         assert differ <= shared | {layout.SUMS, layout.INSTALL_SH}, f"{name}: {sorted(differ)} differ after {what}"
     assert names - set(same), f"{what} changed no bundle's inputs"
+
+
+def _gzip_members(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(compressed, decompressed) of each gzip member of an archive, in order."""
+    out = []
+    while data:
+        d = zlib.decompressobj(31)
+        raw = d.decompress(data)
+        assert d.eof
+        used = len(data) - len(d.unused_data)
+        out.append((data[:used], raw))
+        data = data[used:]
+    return out
+
+
+def test_archive_members_carry_each_shared_header_before_its_data(built):
+    """Bundle bytes are in every node's archive: a shared file's header (it names the node) rides in
+    the member before its data, whose compressed bytes are the same in every bundle; the end blocks
+    ride with the last data. The layout patch.py relies on, checked on the archives written."""
+    cluster, out, _ = built
+    shared = [TABLE, "/usr/local/sbin/hardway-nodes.sh"]
+    data_members = []
+    for node in cluster.nodes:
+        members = _gzip_members((out / "bundles" / f"{node.name}.tar.gz").read_bytes())
+        assert len(members) == 1 + 2 * len(shared), node.name  # own; (header, data) per shared file
+        second = members[1][1]
+        names = [m.name for m in patch.parse_tar(second, limit=2)]
+        assert names == [f"{node.name}/SHA256SUMS", f"{node.name}/install.sh"]
+        # what follows them in the second member is exactly one header: the node table's, no data
+        size = sum(512 + -(-len(m.data) // 512) * 512 for m in patch.parse_tar(second, limit=2))
+        head = second[size:]
+        assert len(head) == 512 and head[257:263] == b"ustar\0"
+        assert head[:100].rstrip(b"\0").decode() == f"{node.name}/rootfs{TABLE}"
+        assert members[2][1].startswith(b"# hardway node table")
+        assert members[-1][1].endswith(bytes(1024))
+        data_members.append((members[2][0], members[-1][0]))
+    assert len(set(data_members)) == 1  # compressed once, the same bytes in every bundle

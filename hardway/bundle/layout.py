@@ -28,7 +28,6 @@ FETCH_SH = "fetch-binaries.sh"  # downloads and verifies the binaries; install.s
 README = "README.md"
 # Folder and archive modes: the folder holds keys, so only its owner may enter it once unpacked.
 TOP_DIR_MODE = 0o700
-DIR_MODE = 0o755
 
 # Paths go into a shell script and SHA256SUMS: keep them to characters that need no quoting.
 _PATH = re.compile(r"^(/[A-Za-z0-9_@+][A-Za-z0-9._@+-]*)+$")
@@ -132,7 +131,7 @@ def sums_text(node: str, plan: NodePlan) -> str:
 
 
 def members(cluster: Cluster, plan: NodePlan) -> list[Member]:
-    """Every member of the bundle folder, directories included, in archive order."""
+    """Every member of the bundle folder in archive order: the folder itself, then its files."""
     validate(plan)
     node = plan.node
     files = [Member(member_name(node, f.path), f.mode, f.data) for f in plan.files]
@@ -145,12 +144,10 @@ def members(cluster: Cluster, plan: NodePlan) -> list[Member]:
         files.append(Member(INSTALL_MD, 0o644, render("INSTALL.md.j2", texts).encode()))
         if texts["fetched"]:
             files.append(Member(FETCH_SH, 0o755, render("fetch-binaries.sh.j2", texts).encode()))
-    dirs: set[str] = set()
-    for m in files:
-        parts = m.name.split("/")[:-1]
-        dirs.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    # The folder is the only directory entry: it carries a mode (0700, for the keys inside). The
+    # directories below it would carry only 0755, which every tar gives a parent it creates for a
+    # file (with the extracting user's umask); each entry costs about 25 compressed bytes a bundle.
     out = [Member(node, TOP_DIR_MODE)]
-    out += [Member(f"{node}/{d}", DIR_MODE) for d in dirs]
     out += [Member(f"{node}/{m.name}", m.mode, m.data) for m in files]
     # Parents before children, siblings by name: the same order on every run.
     return sorted(out, key=lambda m: m.name.split("/"))

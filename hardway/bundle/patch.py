@@ -4,9 +4,9 @@ Adding a worker changes the node table, which every bundle carries, and nothing 
 bundles (inputs.py: their spec, store and source digests are unchanged). Such a bundle is its old
 archive with the table replaced, and the table's SHA-256 replaced in `SHA256SUMS` and in install.sh's
 manifest. The archive is laid out for this (archive.Assembler): its first gzip member holds every
-other member and is kept as it is, byte for byte; the second holds install.sh and SHA256SUMS, which
-are decompressed, get the new digest and are compressed again (a few KB); the shared files follow,
-compressed once per run. `patched` works on the archive on disk after the caller checked its size
+other member and is kept as it is, byte for byte; the second holds install.sh and SHA256SUMS (and the
+first shared file's header), which are decompressed, get the new digest and are compressed again (a
+few KB); the shared files follow, compressed once per run. `patched` works on the archive on disk after the caller checked its size
 and SHA-256 against the record (so it is the one hardway wrote), and returns None whenever anything
 is not as expected: the caller then renders the bundle in full. The result is byte for byte what a
 full build gives (tests/test_bundle_incremental.py compares them).
@@ -21,11 +21,12 @@ from .archive import Assembler
 from .layout import ROOTFS, SUMS, Member, sha256
 
 
-def parse_tar(data: bytes) -> list[Member] | None:
-    """The members of a tar hardway wrote (ustar, regular files and directories), or None."""
+def parse_tar(data: bytes, limit: int | None = None) -> list[Member] | None:
+    """The members of a tar hardway wrote (ustar, regular files and directories), or None; only the
+    first `limit` members if given (what follows them may be a header without its data)."""
     members, at = [], 0
     try:
-        while at + 512 <= len(data):
+        while at + 512 <= len(data) and (limit is None or len(members) < limit):
             head = data[at:at + 512]
             if head == bytes(512):
                 break
@@ -64,7 +65,7 @@ def patched(archive: bytes, head: int, node: str, derived_names: list[str], shar
         return None
     if not unpack.eof:
         return None
-    derived = parse_tar(middle)
+    derived = parse_tar(middle, limit=len(derived_names))  # then the first shared file's header
     if derived is None or [m.name for m in derived] != derived_names or any(m.is_dir for m in derived):
         return None
     sums = next((m.data for m in derived if m.name == f"{node}/{SUMS}"), None)
