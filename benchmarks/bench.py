@@ -9,7 +9,8 @@ Rows (the spec: benchmarks/make_large.py, 3 controllers, 1 load balancer, N work
 - `hardway pki`, first run into an empty store (on disk, and with the store on tmpfs), and again with
   nothing to do;
 - `hardway pki` with RSA-2048 and 100 workers against the floor: the same number of RSA-2048 key
-  generations and certificate signatures, on every core, measured in the same run;
+  generations and signatures by the CA key, on every core, measured in the same run (the floor of
+  bench_pki.py, `keygen_sign_floor`);
 - `hardway bundle`, first run with the PKI already there, and again with nothing to do;
 - one worker added to the spec, then `hardway bundle` (how many archives it rewrote);
 - the bytes of all bundles together, and of what is in them outside the shared route/hosts table
@@ -31,13 +32,13 @@ import sys
 import tarfile
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from bench_pki import keygen_sign_floor  # noqa: E402
 from make_large import large_spec  # noqa: E402
 
 # Members of a bundle that hold the cluster's route/hosts table: the one part of a node's bundle that
@@ -75,47 +76,6 @@ def spec_file(tmp: Path, workers: int, algorithm: str = "ECDSA-P256", extra: int
     path = tmp / f"spec-{workers + extra}-{algorithm}.yaml"
     path.write_text(text)
     return path
-
-
-def _keygen_sign(args: tuple[int, bytes]) -> int:
-    from datetime import datetime, timedelta, timezone
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    count, ca_pem = args
-    ca_key = serialization.load_pem_private_key(ca_pem, None)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "floor")])
-    now = datetime.now(timezone.utc)
-    for i in range(count):
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now)
-                .not_valid_after(now + timedelta(days=365)).sign(ca_key, hashes.SHA256()))
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        cert.public_bytes(serialization.Encoding.PEM)
-    return count
-
-
-def rsa_floor(keys: int) -> float:
-    """Seconds for `keys` RSA-2048 key generations plus one signature each, on every core."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    ca = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    ca_pem = ca.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption())
-    cores = os.cpu_count() or 1
-    chunks = [keys // cores + (1 if i < keys % cores else 0) for i in range(cores)]
-    with ProcessPoolExecutor(cores) as pool:
-        list(pool.map(_keygen_sign, [(1, ca_pem)] * cores))  # start-up of the workers is not the floor
-        t0 = time.perf_counter()
-        done = sum(pool.map(_keygen_sign, [(c, ca_pem) for c in chunks if c]))
-        elapsed = time.perf_counter() - t0
-    assert done == keys
-    return elapsed
 
 
 def store_keys(store: Path) -> int:
@@ -179,7 +139,7 @@ def rsa_case(tmp: Path, workers: int = 100) -> dict:
     out = tmp / f"out-rsa-{workers}"
     elapsed, rss, _ = hardway("pki", "--spec", str(spec), "--out", str(out))
     keys = store_keys(out / "pki")
-    floor = rsa_floor(keys)
+    floor = keygen_sign_floor("RSA-2048", keys)  # the same floor as bench_pki.py
     return {"workers": workers, "keys": keys, "pki_first": elapsed, "floor": floor, "ratio": elapsed / floor, "rss": rss}
 
 

@@ -14,7 +14,6 @@ base64 in kubeconfigs, the SHA-256 sums), measured the same way.
 from __future__ import annotations
 
 import sys
-import tarfile
 import zlib
 from pathlib import Path
 

@@ -16,21 +16,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from hardway import resources, spec
 from hardway.deploy.plan import manifests_digest
 from hardway.fsutil import extract_bundle
-from hardway.lab import down, netns, sshd, up
-from hardway.lab.lab import UP_INSTALLED, UP_NETWORK, find_lab_binaries
-from hardway.lab.netns import LabError
 from hardway.plan import WORKSTATION
-from helpers import BUILD_COMMAND, REPO, missing, need_binaries, need_fabric, need_haproxy, need_namespaces, need_sshd
+from helpers import REPO, need_fabric
+from sshd_helpers import ssh_lab
 from test_ansible import _recap, ansible_env, hardway, need_ansible
-from test_e2e_lab import (Env, eventually, host_state,
+from test_e2e_lab import (Env,
                           test_every_worker_is_ready_and_cluster_dns_is_where_the_spec_says as workers_ready_and_dns,
                           test_readyz_through_the_endpoint_and_on_each_controller as readyz_everywhere)
 
@@ -66,60 +62,19 @@ class Played(Env):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    path = resources.example_path("ha")
-    need_namespaces()
-    need_sshd()
     need_ansible()
-    raw = yaml.safe_load(path.read_text())
-    cluster = spec.loads(path.read_text(), source=str(path))
-    need_binaries(str(cluster.version))
-    try:
-        find_lab_binaries(cluster, None)
-    except LabError as e:
-        missing(str(e), BUILD_COMMAND)
-    need_haproxy()
     out = tmp_path_factory.mktemp("ansible-ha")
-    labdir = out / "lab"
-    key = sshd.client_key(out / "client" / "id_ed25519")
-    raw["ssh"] = {"identity": str(key.private)}
-    for n in raw["nodes"]:
-        n["ssh"] = {"hostKeys": sshd.host_keys(out / "sshd" / n["name"])}
-    spec_file = out / "cluster.yaml"
-    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cluster = spec.load(spec_file)
-    hardway("ansible", "--spec", str(spec_file), "--out", str(out), cwd=out)
-    before = host_state(netns.lab_prefix(labdir), labdir)
-    servers: list[sshd.Sshd] = []
-    started = time.monotonic()
-    try:
-        lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_NETWORK)
-        namespaces = sshd.lab_namespaces(labdir)
-        for n in cluster.nodes:
-            servers.append(sshd.start(out / "sshd" / n.name, enter=sshd.netns_command(namespaces[n.name]),
-                                      address=str(n.address), authorized=[key.public]))
-        env = Played("ha", raw, cluster, lab, out, out / "workers")
-        env.spec_file, env.tmp = spec_file, out
-        assert all(not any(lab.root(n.name).iterdir()) for n in cluster.nodes)  # empty roots
+    with ssh_lab(out, "ha") as s:
+        hardway("ansible", "--spec", str(s.spec_file), "--out", str(out), cwd=out)
+        env = Played("ha", s.raw, s.cluster, s.lab, out, out / "workers")
+        env.spec_file, env.tmp = s.spec_file, out
         env.first = env.playbook()
         print(env.first.stdout[-6000:], env.first.stderr[-2000:])
         assert env.first.returncode == 0, env.first.stdout[-6000:] + env.first.stderr[-2000:]
-        env.lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_INSTALLED)
-        print(f"installed by ansible-playbook over SSH and started in {time.monotonic() - started:.1f}s")
-        for node in [n["name"] for n in raw["nodes"] if "worker" in n["roles"]]:
+        env.lab = s.start_installed()
+        for node in [n["name"] for n in s.raw["nodes"] if "worker" in n["roles"]]:
             extract_bundle(out / "bundles" / f"{node}.tar.gz", env.workers)
         yield env
-    finally:
-        for s in servers:
-            s.stop()
-        down(labdir)
-        assert netns.existing_namespaces(netns.lab_prefix(labdir)) == []
-
-        def clean():
-            after = host_state(netns.lab_prefix(labdir), labdir)
-            for what in before:
-                new = sorted(set(after[what]) - set(before[what]))
-                assert not new, f"left {what} behind on the host: {new[:10]}"
-        eventually(clean, timeout=20, interval=0.5)
 
 
 def test_the_playbook_brought_every_node_from_empty_to_installed_in_order(env: Played):

@@ -16,19 +16,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 
-from hardway import resources, spec
 from hardway.fsutil import extract_bundle
-from hardway.lab import down, netns, sshd, up
-from hardway.lab.lab import UP_INSTALLED, UP_NETWORK, find_lab_binaries
-from hardway.lab.netns import LabError
 from hardway.plan import WORKSTATION
-from helpers import BUILD_COMMAND, REPO, missing, need_binaries, need_fabric, need_haproxy, need_namespaces, need_sshd
-from test_e2e_lab import (NS, Env, Web, _web_manifest, _workers, eventually, host_state, ok,
+from helpers import REPO, need_fabric
+from sshd_helpers import ssh_lab
+from test_e2e_lab import (NS, Env, Web, _web_manifest, _workers, eventually, ok,
                           test_a_deployment_runs_one_pod_per_worker_in_each_workers_pod_range as one_pod_per_worker,
                           test_every_worker_is_ready_and_cluster_dns_is_where_the_spec_says as workers_ready_and_dns,
                           test_readyz_through_the_endpoint_and_on_each_controller as readyz_everywhere)
@@ -55,61 +51,19 @@ class Deployed(Env):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    path = resources.example_path("ha")
-    need_namespaces()
-    need_sshd()
     need_fabric()
-    raw = yaml.safe_load(path.read_text())
-    cluster = spec.loads(path.read_text(), source=str(path))
-    need_binaries(str(cluster.version))
-    try:
-        find_lab_binaries(cluster, None)
-    except LabError as e:
-        missing(str(e), BUILD_COMMAND)
-    need_haproxy()
     out = tmp_path_factory.mktemp("deploy-ha")
-    labdir = out / "lab"
-    key = sshd.client_key(out / "client" / "id_ed25519")
-    raw["ssh"] = {"identity": str(key.private)}
-    for n in raw["nodes"]:
-        n["ssh"] = {"hostKeys": sshd.host_keys(out / "sshd" / n["name"])}
-    spec_file = out / "cluster.yaml"
-    spec_file.write_text(yaml.safe_dump(raw, sort_keys=False))
-    cluster = spec.load(spec_file)
-    before = host_state(netns.lab_prefix(labdir), labdir)
-    servers: list[sshd.Sshd] = []
-    started = time.monotonic()
-    try:
-        lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_NETWORK)
-        namespaces = sshd.lab_namespaces(labdir)
-        for n in cluster.nodes:
-            servers.append(sshd.start(out / "sshd" / n.name, enter=sshd.netns_command(namespaces[n.name]),
-                                      address=str(n.address), authorized=[key.public]))
-        env = Deployed("ha", raw, cluster, lab, out, out / "workers")
-        env.spec_file = spec_file
-        assert all(not any(lab.root(n.name).iterdir()) for n in cluster.nodes)  # empty roots
+    with ssh_lab(out, "ha") as s:
+        env = Deployed("ha", s.raw, s.cluster, s.lab, out, out / "workers")
+        env.spec_file = s.spec_file
         first = env.deploy()
         print(first.stdout, first.stderr)
         env.first = first
         assert first.returncode == 0, first.stdout + first.stderr
-        lab = up(cluster, out, labdir=labdir, timeout=300, say=print, mode=UP_INSTALLED)
-        env.lab = lab
-        print(f"deployed over SSH and started in {time.monotonic() - started:.1f}s")
-        for node in [n["name"] for n in raw["nodes"] if "worker" in n["roles"]]:
+        env.lab = s.start_installed()
+        for node in [n["name"] for n in s.raw["nodes"] if "worker" in n["roles"]]:
             extract_bundle(out / "bundles" / f"{node}.tar.gz", env.workers)
         yield env
-    finally:
-        for s in servers:
-            s.stop()
-        down(labdir)
-        assert netns.existing_namespaces(netns.lab_prefix(labdir)) == []
-
-        def clean():
-            after = host_state(netns.lab_prefix(labdir), labdir)
-            for what in before:
-                new = sorted(set(after[what]) - set(before[what]))
-                assert not new, f"left {what} behind on the host: {new[:10]}"
-        eventually(clean, timeout=20, interval=0.5)
 
 
 def test_deploy_brought_every_node_from_empty_to_installed(env: Deployed):
