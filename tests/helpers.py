@@ -82,3 +82,17 @@ def need_fabric() -> None:
         import fabric  # noqa: F401
     except ImportError:
         missing("Fabric is not installed", "pip install -e '.[test]'  (or: pip install 'fabric==3.2.*')")
+
+
+def session_processes(sid: int) -> list[int]:
+    """The live (not zombie) processes of session `sid`: a killed run's pool workers show up here."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session
+                found.append(int(entry.name))
+    return found

@@ -297,6 +297,19 @@ def test_ansible_playbook_installs_a_node_through_a_jump_host(tmp_path):
 
 
 @pytest.mark.slow
+def ansible_for(tmp_path: Path, data: dict, mgmt: dict[str, str], nodes) -> Path:
+    """Point the nodes named in `mgmt` at their test sshd (address, pinned host keys, the test's key),
+    write the spec and run `hardway ansible` on it; the directory it wrote."""
+    data["ssh"] = {"identity": str(nodes.key.private)}
+    for n in data["nodes"]:
+        if n["name"] in mgmt:
+            n["ssh"] = {"host": mgmt[n["name"]], "hostKeys": nodes.servers[n["name"]].host_keys}
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
+    return tmp_path / "out" / "ansible"
+
+
 def test_a_worker_down_stops_only_itself(tmp_path):
     """kthw's two workers, one at a time (hardway_parallel=1): node-1's sshd is down, node-0 is
     still installed; the run exits non-zero naming node-1 unreachable. Then, node-1 back, a re-run
@@ -306,14 +319,7 @@ def test_a_worker_down_stops_only_itself(tmp_path):
     data = yaml.safe_load((REPO / "examples" / "kthw.yaml").read_text())
     mgmt = {"node-0": "10.240.101.20", "node-1": "10.240.101.21"}
     with ssh_nodes(tmp_path / "ssh", mgmt) as nodes:
-        data["ssh"] = {"identity": str(nodes.key.private)}
-        for n in data["nodes"]:
-            if n["name"] in mgmt:
-                n["ssh"] = {"host": mgmt[n["name"]], "hostKeys": nodes.servers[n["name"]].host_keys}
-        spec = tmp_path / "cluster.yaml"
-        spec.write_text(yaml.safe_dump(data, sort_keys=False))
-        hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
-        d = tmp_path / "out" / "ansible"
+        d = ansible_for(tmp_path, data, mgmt, nodes)
         nodes.servers["node-1"].stop()
         run = nodes.inside([tools["ansible-playbook"], "-i", str(d / "inventory.yml"), str(d / "playbook.yml"),
                             "--limit", "worker", "-e", f"hardway_root={tmp_path / 'roots' / '{node}'}",
@@ -368,14 +374,7 @@ def test_a_load_balancer_down_stops_the_run_before_the_workers(tmp_path):
     data = ha_spec()
     mgmt = {"lb": "10.240.102.10", "node-0": "10.240.102.20"}
     with ssh_nodes(tmp_path / "ssh", mgmt) as nodes:
-        data["ssh"] = {"identity": str(nodes.key.private)}
-        for n in data["nodes"]:
-            if n["name"] in mgmt:
-                n["ssh"] = {"host": mgmt[n["name"]], "hostKeys": nodes.servers[n["name"]].host_keys}
-        spec = tmp_path / "cluster.yaml"
-        spec.write_text(yaml.safe_dump(data, sort_keys=False))
-        hardway("ansible", "--spec", str(spec), "--out", "out", cwd=tmp_path)
-        d = tmp_path / "out" / "ansible"
+        d = ansible_for(tmp_path, data, mgmt, nodes)
         nodes.servers["lb"].stop()
         run = subprocess.run(nodes.inside([
             tools["ansible-playbook"], "-i", str(d / "inventory.yml"), str(d / "playbook.yml"), "--limit", "lb,node-0",

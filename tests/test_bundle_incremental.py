@@ -30,7 +30,7 @@ from hardway.pki import load_materials, reconcile, renew
 from hardway.plan import WORKSTATION
 from hardway.render import nodes as render_nodes
 
-from helpers import REPO
+from helpers import REPO, session_processes
 
 import hardway.bundle as bundle_mod
 
@@ -306,19 +306,6 @@ def test_a_pool_builds_the_bytes_one_process_builds(built, tmp_path, monkeypatch
     assert {name: data for name, (data, _, _) in files(other).items()} == serial
 
 
-def _session_processes(sid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.slow
 def test_a_killed_bundle_run_leaves_no_worker_and_the_next_run_is_whole(tmp_path):
     """kill -9 while the pool builds: no worker survives (they hold the lock), no temp file stays after
@@ -335,16 +322,16 @@ def test_a_killed_bundle_run_leaves_no_worker_and_the_next_run_is_whole(tmp_path
                           env=ENV, capture_output=True, timeout=300).returncode == 0
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 120
-    while len(_session_processes(proc.pid)) < 3 and time.monotonic() < deadline:  # the pool is up
+    while len(session_processes(proc.pid)) < 3 and time.monotonic() < deadline:  # the pool is up
         time.sleep(0.01)
     time.sleep(0.3)  # and building
-    assert len(_session_processes(proc.pid)) >= 3, "no bundle pool started"
+    assert len(session_processes(proc.pid)) >= 3, "no bundle pool started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     start = time.monotonic()
-    while _session_processes(proc.pid) and time.monotonic() - start < 15:
+    while session_processes(proc.pid) and time.monotonic() - start < 15:
         time.sleep(0.1)
-    left = _session_processes(proc.pid)
+    left = session_processes(proc.pid)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, "workers of the killed run are still alive"

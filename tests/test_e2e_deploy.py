@@ -24,7 +24,7 @@ from hardway.fsutil import extract_bundle
 from hardway.plan import WORKSTATION
 from helpers import REPO, need_fabric
 from sshd_helpers import ssh_lab
-from test_e2e_lab import (NS, Env, Web, _web_manifest, _workers, eventually, ok,
+from test_e2e_lab import (Env, run_web,
                           test_a_deployment_runs_one_pod_per_worker_in_each_workers_pod_range as one_pod_per_worker,
                           test_every_worker_is_ready_and_cluster_dns_is_where_the_spec_says as workers_ready_and_dns,
                           test_readyz_through_the_endpoint_and_on_each_controller as readyz_everywhere)
@@ -102,17 +102,7 @@ def rows_of(stdout: str) -> dict[str, tuple[str, str]]:
 def test_the_cluster_started_from_what_deploy_installed_passes_the_lab_checks(env: Deployed):
     workers_ready_and_dns(env)
     readyz_everywhere(env)
-    workers = _workers(env)
-    ok(env.kubectl("apply", "-f", "-", input=_web_manifest(len(workers))))
-
-    def ready() -> Web:
-        items = json.loads(ok(env.kubectl("get", "pods", "-n", NS, "-l", "app=web", "-o", "json")))["items"]
-        running = {p["metadata"]["name"]: {"node": p["spec"].get("nodeName"), "ip": p["status"].get("podIP")}
-                   for p in items if any(c["type"] == "Ready" and c["status"] == "True"
-                                         for c in p["status"].get("conditions", []))}
-        assert len(running) == len(workers), f"{len(running)} of {len(workers)} web pods ready"
-        return Web(running)
-    one_pod_per_worker(env, eventually(ready, timeout=180, interval=2))
+    one_pod_per_worker(env, run_web(env))
 
 
 def test_a_rerun_skips_every_node_and_the_manifests_go_once(env: Deployed):

@@ -410,8 +410,8 @@ class Web:
         return next(p for p, v in self.pods.items() if v["node"] == node)
 
 
-@pytest.fixture(scope="module")
-def web(env: Env) -> Web:
+def run_web(env: Env) -> Web:
+    """Apply the web deployment (a pod per worker) and wait until every pod is Ready."""
     workers = _workers(env)
     ok(env.kubectl("apply", "-f", "-", input=_web_manifest(len(workers))))
 
@@ -423,6 +423,11 @@ def web(env: Env) -> Web:
         assert len(running) == len(workers), f"{len(running)} of {len(workers)} web pods ready: {items and [i['status'] for i in items]}"
         return Web(running)
     return eventually(ready, timeout=180, interval=2)
+
+
+@pytest.fixture(scope="module")
+def web(env: Env) -> Web:
+    return run_web(env)
 
 
 def _get(host: str, port: int | str, path: str = "/") -> str:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hardway import fsutil
 from hardway.errors import HardwayError
 from hardway.pki import issue, parse_import
-from helpers import REPO
+from helpers import REPO, session_processes
 
 ENV = {"PYTHONPATH": str(REPO), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
@@ -69,19 +69,6 @@ def test_a_fit_imported_ca_is_still_accepted(tmp_path):
 
 # ---------------------------------------------------------------- clean exits -------------------
 
-def _session_processes(sid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":  # fields: state ppid pgrp session
-                found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_key_workers_die_with_pki(tmp_path, sig):
@@ -94,15 +81,15 @@ def test_key_workers_die_with_pki(tmp_path, sig):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV, cwd=tmp_path,
                             start_new_session=True)
     deadline = time.monotonic() + 60
-    while len(_session_processes(proc.pid)) < 3 and time.monotonic() < deadline:  # the pool is up
+    while len(session_processes(proc.pid)) < 3 and time.monotonic() < deadline:  # the pool is up
         time.sleep(0.05)
-    assert len(_session_processes(proc.pid)) >= 3, "no key pool started"
+    assert len(session_processes(proc.pid)) >= 3, "no key pool started"
     os.kill(proc.pid, sig)
     start = time.monotonic()
     proc.wait(timeout=60)
-    while _session_processes(proc.pid) and time.monotonic() - start < 15:
+    while session_processes(proc.pid) and time.monotonic() - start < 15:
         time.sleep(0.1)
-    left = _session_processes(proc.pid)
+    left = session_processes(proc.pid)
     for pid in left:  # do not leak them into the rest of the suite
         os.kill(pid, signal.SIGKILL)
     assert not left, "processes of the killed run are still alive"
